@@ -1,0 +1,96 @@
+"""Shared argument checks and warning classes.
+
+Every public function validates its inputs through these helpers so that a bad
+value always produces a ``ValueError`` that names the argument and shows the
+value, and a value the theory cannot vouch for produces a ``TheoryWarning``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+class TheoryWarning(UserWarning):
+    """An assumption of the quadratic theory does not hold for these inputs.
+
+    Raised, for example, when gradient descent would diverge (``lr * lambda_max >= 2``),
+    when a Hessian has negative eigenvalues (not a minimum), or when an L1 prediction
+    needs a non-positive diagonal curvature.
+    """
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative algorithm stopped before it could certify its answer."""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.size > 6:
+        return f"array of shape {value.shape}"
+    return repr(value)
+
+
+def as_float64(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Convert an array-like (numpy, torch, list, scalar) to a finite float64 ndarray."""
+    if hasattr(value, "detach"):  # torch.Tensor without importing torch here
+        value = value.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric array-like, got {_show(value)}") from exc
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimension(s), "
+                f"got shape {arr.shape}"
+            )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got NaN or inf in {_show(arr)}")
+    return arr
+
+
+def check_scalar(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    integer: bool = False,
+) -> float | int:
+    """Check a real scalar lies in a range; return it as float (or int)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        else:
+            raise ValueError(f"{name} must be a real number, got {value!r}")
+    if integer and (not float(value).is_integer()):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low or (not low_inclusive and value == low)):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+    if high is not None and (value > high or (not high_inclusive and value == high)):
+        op = "<=" if high_inclusive else "<"
+        raise ValueError(f"{name} must be {op} {high}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_nonnegative_array(value: Any, name: str) -> np.ndarray:
+    """Finite float64 array with every entry >= 0 (e.g. a path of alphas)."""
+    arr = as_float64(value, name)
+    if np.any(arr < 0):
+        bad = arr[arr < 0].ravel()[0]
+        raise ValueError(f"{name} must be >= 0, got {bad!r}")
+    return arr
+
+
+def warn_theory(message: str, stacklevel: int = 3) -> None:
+    warnings.warn(message, TheoryWarning, stacklevel=stacklevel)

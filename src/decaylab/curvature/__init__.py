@@ -1,0 +1,1 @@
+"""Curvature of PyTorch models: Hessian and Gauss-Newton operators, eigenpairs, trace, diagonal, density."""
