@@ -1,0 +1,235 @@
+"""decaylab.bayes against scikit-learn, scipy densities and dense Gaussian marginals."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import optimize, stats
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import BayesianRidge, Lasso, Ridge
+
+from decaylab._checks import ConvergenceWarning
+from decaylab.bayes import (
+    EvidenceResult,
+    alpha_from_gaussian_prior,
+    alpha_from_laplace_prior,
+    evidence_ridge,
+    gaussian_prior_std,
+    log_evidence_ridge,
+)
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+@pytest.fixture(scope="module")
+def diabetes_raw():
+    return load_diabetes(return_X_y=True)
+
+
+def _bayesian_ridge(X, y, fit_intercept):
+    """BayesianRidge with the Gamma hyperpriors off: the same fixed point as evidence_ridge."""
+    return BayesianRidge(
+        alpha_1=0.0,
+        alpha_2=0.0,
+        lambda_1=0.0,
+        lambda_2=0.0,
+        tol=1e-14,
+        max_iter=100_000,
+        compute_score=True,
+        fit_intercept=fit_intercept,
+    ).fit(X, y)
+
+
+# --------------------------------------------------------------------------- priors
+
+
+def test_gaussian_prior_map_equals_ridge_with_that_alpha():
+    """Maximize an explicit log posterior (scipy densities) and compare with Ridge(N alpha)."""
+    rng = np.random.default_rng(0)
+    n, d = 40, 3
+    X = rng.normal(size=(n, d))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.7 * rng.normal(size=n)
+    sigma, beta = 0.4, 2.5
+
+    def neg_log_post(w):
+        lik = stats.norm.logpdf(y, loc=X @ w, scale=1 / np.sqrt(beta)).sum()
+        prior = stats.norm.logpdf(w, scale=sigma).sum()
+        return -(lik + prior)
+
+    w_map = optimize.minimize(neg_log_post, np.zeros(d), method="BFGS", options={"gtol": 1e-10}).x
+    alpha = alpha_from_gaussian_prior(sigma, n, noise_precision=beta)
+    w_ridge = Ridge(alpha=n * float(alpha), fit_intercept=False).fit(X, y).coef_
+    assert _rel(w_ridge, w_map) < 1e-6
+    assert float(gaussian_prior_std(alpha, n, noise_precision=beta)) == pytest.approx(sigma)
+
+
+def test_gaussian_prior_std_inverse_and_arrays():
+    stds = np.array([0.1, 1.0, 10.0])
+    alphas = alpha_from_gaussian_prior(stds, 50, 3.0)
+    assert alphas.shape == (3,) and alphas.dtype == np.float64
+    assert np.allclose(gaussian_prior_std(alphas, 50, 3.0), stds, rtol=1e-14)
+    with np.errstate(all="raise"):
+        assert np.isposinf(gaussian_prior_std(0.0, 50))
+
+
+def test_laplace_prior_map_equals_lasso_with_that_alpha():
+    """Lasso(alpha=1/(N b)) satisfies the optimality conditions of the Laplace-prior posterior."""
+    rng = np.random.default_rng(1)
+    n, d = 60, 6
+    X = rng.normal(size=(n, d))
+    y = X @ np.array([2.0, 0.0, -1.0, 0.0, 0.1, 0.0]) + rng.normal(size=n)
+    b = 0.05
+    alpha = float(alpha_from_laplace_prior(b, n))
+    w = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=100_000).fit(X, y).coef_
+    assert 0 < int((w == 0).sum()) < d
+    # d/dw of the Gaussian log-likelihood (beta = 1) must balance the Laplace prior's
+    # subgradient -sign(w)/b (scipy's laplace density: exp(-|w|/b) / 2b).
+    grad_lik = X.T @ (y - X @ w)
+    nonzero = w != 0
+    prior_slope = -np.sign(w[nonzero]) / b
+    eps = 1e-7
+    log_prior = stats.laplace(scale=b).logpdf
+    numeric = (log_prior(w[nonzero] + eps) - log_prior(w[nonzero] - eps)) / (2 * eps)
+    assert np.allclose(numeric, prior_slope, rtol=1e-6)
+    assert np.allclose(grad_lik[nonzero] + prior_slope, 0.0, atol=1e-6)
+    assert np.all(np.abs(grad_lik[~nonzero]) <= 1 / b + 1e-6)
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("standardize", [True, False])
+def test_evidence_ridge_matches_bayesian_ridge(diabetes_raw, fit_intercept, standardize):
+    X, y = diabetes_raw
+    if standardize:
+        X = (X - X.mean(axis=0)) / X.std(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = evidence_ridge(X, y, fit_intercept=fit_intercept)
+    ref = _bayesian_ridge(X, y, fit_intercept)
+    assert isinstance(res, EvidenceResult) and res.converged
+    assert res.prior_precision == pytest.approx(ref.lambda_, rel=1e-5)
+    assert res.noise_precision == pytest.approx(ref.alpha_, rel=1e-5)
+    assert _rel(res.coef, ref.coef_) < 1e-5
+    assert res.intercept == pytest.approx(ref.intercept_, rel=1e-5, abs=1e-8)
+    assert res.log_evidence == pytest.approx(ref.scores_[-1], rel=1e-8)
+    n = X.shape[0]
+    assert res.alpha == pytest.approx(ref.lambda_ / (ref.alpha_ * n), rel=1e-5)
+    # gamma from the eigenvalues of X^T X / N via the fixed point delta = gamma / ||m||^2
+    assert res.gamma == pytest.approx(ref.lambda_ * np.sum(ref.coef_**2), rel=1e-5)
+
+
+def test_evidence_ridge_wide_design_and_torch_input():
+    """N < d (the SVD path with null directions), rank below N so the maximum is interior."""
+    rng = np.random.default_rng(2)
+    n, d, rank = 30, 50, 12
+    X = rng.normal(size=(n, rank)) @ rng.normal(size=(rank, d))
+    y = X @ rng.normal(size=d) * 0.1 + 0.5 * rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = evidence_ridge(torch.tensor(X), torch.tensor(y))
+    ref = _bayesian_ridge(X, y, True)
+    assert res.converged and ref.n_iter_ < 100_000
+    assert res.prior_precision == pytest.approx(ref.lambda_, rel=1e-5)
+    assert res.noise_precision == pytest.approx(ref.alpha_, rel=1e-5)
+    assert _rel(res.coef, ref.coef_) < 1e-5
+    assert res.log_evidence == pytest.approx(ref.scores_[-1], rel=1e-8)
+    assert res.coef.dtype == np.float64
+
+
+def test_evidence_ridge_warns_when_x_interpolates_y():
+    """Full-rank N < d: beta -> inf (BayesianRidge keeps iterating); we stop and say so."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 50))
+    y = X[:, :5] @ np.array([1.0, -1.0, 2.0, 0.5, -0.5]) + 0.5 * rng.normal(size=30)
+    with pytest.warns(ConvergenceWarning, match="beta -> inf"):
+        res = evidence_ridge(X, y)
+    assert not res.converged
+
+
+def test_log_evidence_equals_gaussian_marginal_likelihood(diabetes_raw):
+    """Fixed beta: compare with the density of y ~ N(0, I/beta + X X^T/delta) from scipy."""
+    X, y = diabetes_raw
+    X = X[:120]
+    y = y[:120]
+    Xc, yc = X - X.mean(axis=0), y - y.mean()
+    n = X.shape[0]
+    beta = 1 / 3000.0
+    alphas = np.array([1e-4, 1e-2, 1.0])
+    got = log_evidence_ridge(X, y, alphas, noise_precision=beta)
+    for a, value in zip(alphas, got, strict=True):
+        delta = a * beta * n
+        cov = np.eye(n) / beta + Xc @ Xc.T / delta
+        ref = stats.multivariate_normal(mean=np.zeros(n), cov=cov).logpdf(yc)
+        assert value == pytest.approx(ref, rel=1e-9)
+
+
+def test_profiled_log_evidence_peaks_at_evidence_ridge(diabetes_raw):
+    X, y = diabetes_raw
+    res = evidence_ridge(X, y)
+    grid = res.alpha * np.logspace(-1, 1, 201)
+    curve = log_evidence_ridge(X, y, grid)
+    assert grid[np.argmax(curve)] == pytest.approx(res.alpha, rel=0.02)
+    assert float(log_evidence_ridge(X, y, res.alpha)) == pytest.approx(res.log_evidence, rel=1e-10)
+    # the profile really maximizes over beta: nudging beta either way lowers the evidence
+    for factor in (0.99, 1.01):
+        nudged = log_evidence_ridge(X, y, res.alpha, noise_precision=res.noise_precision * factor)
+        assert float(nudged) < res.log_evidence
+    assert np.isneginf(log_evidence_ridge(X, y, [0.0, 1.0])[0])
+
+
+def test_evidence_ridge_warns_when_not_converged(diabetes_raw):
+    X, y = diabetes_raw
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        res = evidence_ridge(X, y, max_iter=2)
+    assert not res.converged and res.n_iter == 2
+
+
+def test_evidence_ridge_warns_without_signal():
+    X = np.random.default_rng(3).normal(size=(20, 3))
+    with pytest.warns(ConvergenceWarning, match="delta -> inf"):
+        res = evidence_ridge(X, np.ones(20))  # constant y: nothing left after centring
+    assert not res.converged
+
+
+def test_result_is_frozen(diabetes_raw):
+    res = evidence_ridge(*diabetes_raw)
+    with pytest.raises(AttributeError):
+        res.alpha = 1.0  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: alpha_from_gaussian_prior(0.0, 10), "prior_std"),
+        (lambda: alpha_from_gaussian_prior(-1.0, 10), "prior_std"),
+        (lambda: alpha_from_gaussian_prior(np.nan, 10), "prior_std"),
+        (lambda: alpha_from_gaussian_prior(1.0, 0), "n"),
+        (lambda: alpha_from_gaussian_prior(1.0, 2.5), "n"),
+        (lambda: alpha_from_gaussian_prior(1.0, 10, noise_precision=0.0), "noise_precision"),
+        (lambda: gaussian_prior_std(-0.1, 10), "alpha"),
+        (lambda: gaussian_prior_std(np.inf, 10), "alpha"),
+        (lambda: alpha_from_laplace_prior(0.0, 10), "scale"),
+        (lambda: alpha_from_laplace_prior(1.0, -3), "n"),
+        (lambda: evidence_ridge(np.ones((5, 2)), np.ones(4)), "X"),
+        (lambda: evidence_ridge(np.ones(5), np.ones(5)), "X"),
+        (lambda: evidence_ridge(np.ones((5, 2)), [1.0, np.nan, 0.0, 0.0, 1.0]), "y"),
+        (lambda: evidence_ridge(np.eye(3), np.ones(3), max_iter=0), "max_iter"),
+        (lambda: evidence_ridge(np.eye(3), np.ones(3), tol=0.0), "tol"),
+        (lambda: log_evidence_ridge(np.eye(3), np.ones(3), -1.0), "alpha"),
+        (lambda: log_evidence_ridge(np.eye(3), np.ones(3), 1.0, noise_precision=-2.0),
+         "noise_precision"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
