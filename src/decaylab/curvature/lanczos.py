@@ -1,0 +1,516 @@
+"""Certified extreme eigenpairs of a symmetric operator by thick-restart (block) Lanczos.
+
+The method is Lanczos' (1950) Krylov iteration with full reorthogonalization, restarted
+by keeping Ritz vectors ("thick restart", Wu & Simon 2000; the Krylov-Schur form of
+Stewart 2001). Two details make every returned pair *certifiable* at the cost of at
+most one extra product:
+
+* every product ``w_j = H v_j`` is **stored** (``W = H V``), and the projected matrix
+  ``M = Vᵀ W`` is formed from the stored products, not from the three-term recurrence;
+* the residual of a Ritz pair ``(θ, y = V s)`` is then the residual of the products
+  actually computed, ``‖W s − θ V s‖``, evaluated in the small space from ``M`` (plus
+  the pending basis block), with a tracked bound on what the small space misses.
+
+So the residual is ``‖Σ_j s_j H v_j − θ y‖`` for the products as evaluated (up to
+float64 rounding), whatever the loss of orthogonality or the asymmetry that float32
+products introduce. What it cannot see is the rounding *inside* each product, i.e. that
+``H y`` evaluated directly differs from ``Σ_j s_j (H v_j)``. For products coarser than
+float64 this is measured once with one true product and added, with a margin, to every
+residual before a pair is certified (see :func:`eigen`, Notes).
+
+References
+----------
+C. Lanczos, "An iteration method for the solution of the eigenvalue problem of linear
+differential and integral operators", J. Res. Nat. Bur. Standards 45 (1950).
+K. Wu and H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue
+problems", SIAM J. Matrix Anal. Appl. 22(2) (2000).
+G. W. Stewart, "A Krylov-Schur algorithm for large eigenproblems", SIAM J. Matrix Anal.
+Appl. 23(3) (2001).
+G. H. Golub and R. Underwood, "The block Lanczos method for computing eigenvalues",
+Mathematical Software III (1977).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from decaylab._checks import ConvergenceWarning, check_scalar
+from decaylab.curvature._linop import LinOp, as_linop, gaussian, random_generator
+
+__all__ = ["EigenResult", "eigen"]
+
+WHICH = ("largest", "smallest", "magnitude")
+
+#: Pairs are certified when ``residual ≤ tol · max(|θ|, FLOOR · ‖H‖_est)``: eigenvalues
+#: near zero are judged on an absolute scale relative to the spectral norm.
+_NORM_FLOOR = 1e-6
+
+#: A new Krylov direction shorter than this fraction of the product it came from is
+#: rounding noise: the Krylov space is (numerically) invariant. A fresh random
+#: direction replaces it, which is how further copies of repeated eigenvalues and the
+#: rest of a small space are found.
+_BREAKDOWN = 1e-10
+
+#: Multiplier on the estimated per-product rounding error before it is added to a
+#: residual (the estimate is statistical, so it is taken with a margin).
+_ROUNDING_SAFETY = 3.0
+
+
+@dataclass
+class EigenResult:
+    """Eigenpairs from :func:`eigen`, each certified or flagged.
+
+    Attributes
+    ----------
+    eigenvalues : torch.Tensor
+        ``(k,)`` float64 on the CPU; descending for ``which="largest"``, ascending for
+        ``"smallest"``, by descending ``|θ|`` for ``"magnitude"`` (most extreme first).
+    eigenvectors : torch.Tensor
+        ``(P, k)`` orthonormal columns, in the operator's dtype and on its device.
+    residuals : torch.Tensor
+        ``(k,)`` float64: an estimate of ``‖H q − θ q‖`` from above: the residual of the
+        stored products plus the rounding allowance ``3 ε ·`` (size of the products it
+        combines); for the pair whose product was measured, the measured value.
+    converged : torch.Tensor
+        ``(k,)`` bool: ``residuals[j] ≤ tol · max(|θ_j|, 1e-6 · norm_estimate)`` for this
+        pair and every more wanted one (``j ≤ i``).
+    n_matvecs : int
+        Operator-vector products used by this call.
+    which : str
+    tol : float
+    norm_estimate : float
+        ``max |θ|`` over all Ritz values seen, a lower bound on ``‖H‖₂``.
+    product_error : float
+        ``ε``, the relative rounding error of the operator's products: measured with one
+        product, except for float64 matrices (``eps · sqrt(P)`` assumed).
+    block_size : int
+        Lanczos block size; exactly repeated eigenvalues are resolved only up to this
+        multiplicity (see :func:`eigen`, "Repeated eigenvalues").
+    n_restarts : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from decaylab.curvature.lanczos import eigen
+    >>> res = eigen(torch.diag(torch.arange(1.0, 51.0, dtype=torch.float64)), k=2)
+    >>> res.eigenvalues.round().tolist(), res.all_converged
+    ([50.0, 49.0], True)
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    residuals: torch.Tensor
+    converged: torch.Tensor
+    n_matvecs: int
+    which: str = "largest"
+    tol: float = 1e-3
+    norm_estimate: float = float("nan")
+    product_error: float = 0.0
+    block_size: int = 1
+    n_restarts: int = 0
+
+    @property
+    def all_converged(self) -> bool:
+        """Whether every returned pair is certified."""
+        return bool(self.converged.all())
+
+
+def _wanted_order(theta: torch.Tensor, which: str) -> torch.Tensor:
+    """Indices of Ritz values, most wanted first."""
+    if which == "largest":
+        return torch.argsort(theta, descending=True)
+    if which == "smallest":
+        return torch.argsort(theta)
+    return torch.argsort(theta.abs(), descending=True)
+
+
+class _Krylov:
+    """Basis ``V`` (orthonormal, float64), stored products ``W = H V[:, :n_w]``, ``M = VᵀW``.
+
+    Vectors are stored as *rows* (``Vr = Vᵀ``, ``Wr = Wᵀ``) so each basis vector is
+    contiguous. Rows ``n_w:n_v`` of ``Vr`` are the *pending* block: orthonormal directions
+    not yet multiplied, which hold the part of ``W`` outside ``V[:, :n_w]``. ``defect``
+    bounds ``‖W − V M‖_F`` (what the small-space residual cannot see; nonzero only after
+    a restart with non-symmetric ``M``).
+    """
+
+    def __init__(self, lin: LinOp, capacity: int, block: int, gen: torch.Generator) -> None:
+        self.lin = lin
+        self.P = lin.size
+        self.dev = lin.device
+        self.gen = gen
+        self.Vr = torch.zeros(capacity + block, self.P, dtype=torch.float64, device=self.dev)
+        self.Wr = torch.zeros(capacity, self.P, dtype=torch.float64, device=self.dev)
+        self.M = torch.zeros(capacity + block, capacity, dtype=torch.float64)
+        self.w_norms = torch.zeros(capacity, dtype=torch.float64)
+        self.n_v = 0
+        self.n_w = 0
+        self.defect = 0.0
+        self.n_restarts = 0
+        self.extend(gaussian(self.P, block, self.gen, self.dev).T, scale=None)
+
+    def _orth(self, x: torch.Tensor) -> torch.Tensor:
+        # Classical Gram-Schmidt twice is enough ("twice is enough", Parlett).
+        basis = self.Vr[: self.n_v]
+        for _ in range(2):
+            x = x - (basis @ x) @ basis
+        return x
+
+    def extend(self, X: torch.Tensor, scale: torch.Tensor | None) -> None:
+        """Append the orthonormalized rows of ``X`` to the pending block."""
+        for j in range(X.shape[0]):
+            if self.n_v >= self.P:
+                return
+            x = self._orth(X[j])
+            norm = float(torch.linalg.vector_norm(x))
+            ref = float(torch.linalg.vector_norm(X[j])) if scale is None else float(scale[j])
+            if not norm > _BREAKDOWN * ref or ref == 0.0:
+                x = self._orth(gaussian(self.P, 1, self.gen, self.dev)[:, 0])
+                norm = float(torch.linalg.vector_norm(x))
+                if not norm > 0.0:  # pragma: no cover - the space is exhausted
+                    return
+            self.Vr[self.n_v] = x / norm
+            self.n_v += 1
+
+    def pending(self) -> int:
+        return self.n_v - self.n_w
+
+    def multiply(self, count: int) -> None:
+        """Multiply the first ``count`` pending vectors; append the new Krylov directions."""
+        lo, hi = self.n_w, self.n_w + count
+        products = self.lin.matmat(self.Vr[lo:hi].T.contiguous()).T
+        self.Wr[lo:hi] = products
+        self.M[: self.n_v, lo:hi] = (self.Vr[: self.n_v] @ products.T).cpu()
+        self.w_norms[lo:hi] = torch.linalg.vector_norm(products, dim=1).cpu()
+        self.n_w = hi
+        old_v = self.n_v
+        # The parts of the new products outside the basis become pending directions, so
+        # the small-space residual sees all of W (also when only part of a block was
+        # multiplied because the budget ran out).
+        self.extend(products, scale=torch.linalg.vector_norm(products, dim=1))
+        if self.n_v > old_v:
+            new_rows = self.Vr[old_v : self.n_v] @ self.Wr[: self.n_w].T
+            self.M[old_v : self.n_v, : self.n_w] = new_rows.cpu()
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        G = self.M[: self.n_w, : self.n_w]
+        return torch.linalg.eigh(0.5 * (G + G.T))
+
+    def product_scales(self, theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """``sqrt(θ² + Σ_j s_j² ‖w_j‖²)``: the size of the products a Ritz pair's residual
+        is made of, which their rounding errors scale with."""
+        spread = (S * S * (self.w_norms[: self.n_w, None] ** 2)).sum(dim=0)
+        return torch.sqrt(theta * theta + spread)
+
+    def residual_estimates(self, theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """``‖W s − θ V s‖`` from the small space, plus the tracked defect (an upper bound)."""
+        R = self.M[: self.n_v, : self.n_w] @ S
+        R[: self.n_w] -= S * theta
+        return torch.linalg.vector_norm(R, dim=0) + self.defect
+
+    def ritz_vectors(self, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(V S, W S)`` as ``(P, m)`` matrices."""
+        S_dev = S.to(self.dev)
+        return self.Vr[: self.n_w].T @ S_dev, self.Wr[: self.n_w].T @ S_dev
+
+    def restart(self, S_keep: torch.Tensor) -> None:
+        """Thick restart: keep the Ritz vectors ``V S_keep`` (and their products), then
+        the pending block; rebuild ``M`` from the stored vectors and measure the defect."""
+        keep = S_keep.shape[1]
+        St = S_keep.T.to(self.dev)
+        pend = self.Vr[self.n_w : self.n_v].clone()
+        n_pend = pend.shape[0]
+        self.Vr[:keep] = St @ self.Vr[: self.n_w]
+        self.Wr[:keep] = St @ self.Wr[: self.n_w]
+        self.Vr[keep : keep + n_pend] = pend
+        self.n_w = keep
+        self.n_v = keep + n_pend
+        Vr = self.Vr[: self.n_v]
+        Wr = self.Wr[: self.n_w]
+        self.w_norms[:keep] = torch.linalg.vector_norm(Wr, dim=1).cpu()
+        M = Vr @ Wr.T
+        self.M.zero_()
+        self.M[: self.n_v, : self.n_w] = M.cpu()
+        self.defect = float(torch.linalg.matrix_norm(Wr - M.T @ Vr))
+        self.n_restarts += 1
+
+
+def eigen(
+    op: Any,
+    k: int = 10,
+    *,
+    which: str = "largest",
+    tol: float = 1e-3,
+    max_matvecs: int | None = None,
+    seed: int = 0,
+    block_size: int | None = None,
+    max_basis: int | None = None,
+) -> EigenResult:
+    """Top-``k`` eigenpairs of a symmetric operator, each certified or flagged.
+
+    Thick-restart Lanczos (Lanczos 1950; Wu & Simon 2000) with full
+    reorthogonalization and stored products. Iterates until every wanted Ritz pair
+    ``(θ_i, q_i)`` satisfies
+
+    .. math:: \\lVert H q_i - \\theta_i q_i \\rVert + \\delta
+              \\le \\mathrm{tol} \\cdot \\max(|\\theta_i|,\\ 10^{-6} \\lVert H \\rVert_{est})
+
+    or until ``max_matvecs`` products are spent; pairs that fail, and any pair after a
+    more wanted one that failed (its index is then uncertain), are returned with
+    ``converged[i] = False`` and a :class:`~decaylab._checks.ConvergenceWarning`.
+    ``‖H‖_est`` is the largest ``|θ|`` seen and ``δ`` an allowance for the rounding
+    inside each product (Notes).
+
+    Parameters
+    ----------
+    op : operator, torch.Tensor, numpy.ndarray or scipy LinearOperator
+        Symmetric ``(P, P)``. A decaylab operator (anything with ``matmat`` and
+        ``shape``) is multiplied in its own dtype on its own device; the Krylov basis
+        is always float64 on that device.
+    k : int
+        Number of eigenpairs, ``1 ≤ k ≤ P``.
+    which : {"largest", "smallest", "magnitude"}
+        Algebraically largest, algebraically smallest, or largest ``|λ|``.
+    tol : float
+        Relative residual tolerance, ``> 0``.
+    max_matvecs : int, optional
+        Product budget (``≥ k``), including the one product that measures rounding.
+        Default ``max(20 k, 200)``, or ``P`` when the whole space fits in the basis
+        (plus 1 for the measurement).
+    seed : int
+        Seed of the random start block.
+    block_size : int, optional
+        Lanczos block size ``b`` (default 1). Each block step costs ``b`` products.
+    max_basis : int, optional
+        Basis size at which the iteration restarts. Default ``max(3k, k + 30, k + 3b)``
+        capped at ``P``; memory is ``2 · P · max_basis`` float64 numbers.
+
+    Returns
+    -------
+    EigenResult
+
+    Notes
+    -----
+    *Certification.* Products are stored, so the residual of a Ritz pair is that of the
+    products actually computed, ``‖W s − θ V s‖`` with ``W = H V``, taken from the
+    projected matrix and the pending Krylov block (exact to float64 rounding, plus a
+    tracked bound for what a restart leaves outside the basis); the reported residuals
+    are recomputed from the stored vectors at the end. No loss of orthogonality can
+    make it optimistic, unlike the classical estimate ``|β_m s_m|`` of the three-term
+    recurrence. What no Krylov quantity can see is the rounding *inside* the products:
+    evaluated directly, ``H fl(q)`` differs from ``Σ_j s_j (H v_j)``. For operators
+    other than a float64 matrix handed in directly (decaylab operators, scipy linear
+    operators, float32 matrices) one true product with the wanted Ritz vector of largest
+    ``|θ|`` measures that difference ``d`` (reserved from ``max_matvecs``); modelling
+    each product's error as ``ε · ‖product‖`` with independent directions gives
+    ``ε = ‖d‖ / sqrt(θ² + Σ_j s_j² ‖H v_j‖²)`` (at least ``eps(dtype)``, or
+    ``eps · sqrt(P)`` for a float32 matrix), and every pair gets
+    ``δ = 3 ε sqrt(θ_i² + Σ_j s_ij² ‖H v_j‖²)``. The measured pair reports its true
+    residual ``‖H fl(q) − θ fl(q)‖`` plus ``δ``. For float64 matrices ``ε = eps · sqrt(P)`` is
+    assumed and no product is spent. Eigenvalues far below ``ε ‖H‖ / tol`` cannot be
+    certified and are flagged. Errors that act linearly (an operator that is itself
+    slightly off, e.g. weights rounded to float32) are invisible to any such check;
+    the certificate is for the operator as it evaluates.
+
+    *Repeated eigenvalues.* A Krylov space grown from ``b`` start vectors contains at
+    most ``b`` independent vectors of any eigenspace (exact arithmetic). With the
+    default ``b = 1`` an exactly repeated eigenvalue is found once: each returned
+    pair is still a certified eigenpair, but the list may lack the other copies (the
+    same holds for ARPACK/``eigsh``). Pass ``block_size ≥`` the multiplicity to
+    resolve it. When the Krylov space becomes invariant (small ``P``, few distinct
+    eigenvalues), the iteration continues from fresh random directions, which finds
+    the missing copies too. A cluster whose relative gaps are below ``tol`` acts like a
+    repeated eigenvalue (one Ritz vector in the cluster already meets ``tol``); clusters
+    with larger gaps are resolved by the single-vector iteration.
+
+    *Completeness.* As for every Krylov method (ARPACK included), a certified pair is
+    an eigenpair to ``tol``, but that no eigenvalue was skipped (so that the ``i``-th
+    value is the ``i``-th eigenvalue) cannot be certified matrix-free: it would take an
+    inertia count, i.e. a factorization of ``H − σI``. From a random start every
+    eigenvector has a nonzero component with probability one, and outliers, the
+    eigenvalues of interest in network Hessians, converge first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from decaylab.curvature.lanczos import eigen
+    >>> rng = np.random.default_rng(0)
+    >>> Q, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    >>> lam = np.concatenate([[9.0, 7.0, -8.0], rng.uniform(-1, 1, 297)])
+    >>> res = eigen((Q * lam) @ Q.T, k=3, which="magnitude", tol=1e-8)
+    >>> np.allclose(res.eigenvalues, [9.0, -8.0, 7.0])
+    True
+    >>> bool(res.converged.all()), res.n_matvecs < 100
+    (True, True)
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    k = int(check_scalar(k, "k", low=1, integer=True))
+    tol = float(check_scalar(tol, "tol", low=0.0, low_inclusive=False))
+    seed = int(check_scalar(seed, "seed", integer=True))
+    lin = as_linop(op)
+    P = lin.size
+    if k > P:
+        raise ValueError(f"k must be <= P = {P}, got k={k}")
+    b = 1
+    if block_size is not None:
+        b = int(check_scalar(block_size, "block_size", low=1, integer=True))
+    b = min(b, P)
+    if max_basis is None:
+        basis = min(P, max(3 * k, k + 30, k + 3 * b))
+    else:
+        basis = int(check_scalar(max_basis, "max_basis", low=1, integer=True))
+        if basis < min(P, k + 2 * b):
+            raise ValueError(
+                f"max_basis must be >= min(P, k + 2*block_size) = {min(P, k + 2 * b)}, got {basis}"
+            )
+        basis = min(basis, P)
+    # Products whose rounding is not known (any operator but a float64 matrix handed in
+    # directly) get one extra product that measures it (see Notes).
+    measure = not (lin.known_arithmetic and lin.dtype == torch.float64)
+    if max_matvecs is None:
+        budget = (P if basis >= P else max(20 * k, 200)) + int(measure)
+    else:
+        budget = int(check_scalar(max_matvecs, "max_matvecs", low=1, integer=True))
+        if budget < k:
+            raise ValueError(f"max_matvecs must be >= k = {k}, got {budget}")
+    calibrate = measure and budget > k
+    loop_budget = budget - 1 if calibrate else budget
+    b = min(b, loop_budget)
+    # A float64 matrix product is trusted to sqrt(P) rounding units without measuring.
+    rel_error = None if measure else lin.eps * math.sqrt(P)
+
+    gen = random_generator(seed, lin.device)
+    kry = _Krylov(lin, basis, b, gen)
+    # Thick restart keeps about half the basis beyond k (Wu & Simon's choice).
+    keep = max(k, min(basis - b - 1, k + (basis - k) // 2))
+
+    def allowance(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        eps = lin.eps if rel_error is None else rel_error
+        return _ROUNDING_SAFETY * eps * kry.product_scales(theta, S)
+
+    # When the whole space fits in the basis and the budget, fill it: P products give
+    # the complete spectrum, repeated eigenvalues included, at a cost that is small.
+    fill_space = basis >= P and loop_budget >= P
+    hnorm = 0.0
+    measured: tuple[int, float] | None = None  # (Ritz index, true residual) of the probe
+    while True:
+        count = min(kry.pending(), loop_budget - lin.n_matvecs, basis - kry.n_w)
+        if count <= 0:
+            break
+        kry.multiply(count)
+        measured = None
+        theta, S = kry.ritz()
+        hnorm = max(hnorm, float(theta.abs().max()))
+        order = _wanted_order(theta, which)
+        if kry.n_w >= k and not fill_space:
+            want = order[:k]
+            bound = kry.residual_estimates(theta[want], S[:, want]) + allowance(
+                theta[want], S[:, want]
+            )
+            thresh = tol * torch.clamp(theta[want].abs(), min=_NORM_FLOOR * hnorm)
+            if bool((bound <= thresh).all()):
+                if rel_error is not None:
+                    break
+                # Measure the products' rounding once, then judge again.
+                measured, rel_error = _measure_rounding(kry, theta, S, want)
+                bound = kry.residual_estimates(theta[want], S[:, want]) + allowance(
+                    theta[want], S[:, want]
+                )
+                if bool((bound <= thresh).all()):
+                    break
+        if lin.n_matvecs >= loop_budget or kry.pending() == 0:
+            break
+        if kry.n_v > basis:
+            kry.restart(S[:, order[:keep]])
+            measured = None  # it referred to a Ritz index of the old basis
+
+    theta, S = kry.ritz()
+    order = _wanted_order(theta, which)
+    n_found = min(k, kry.n_w)
+    want = order[:n_found]
+    if rel_error is None:
+        if calibrate and lin.n_matvecs < budget:
+            measured, rel_error = _measure_rounding(kry, theta, S, want)
+        else:  # no product left to measure with (max_matvecs == k): assume the worst
+            rel_error = math.sqrt(lin.eps)
+    vectors, products = kry.ritz_vectors(S[:, want])
+    vals = theta[want]
+    resid = products - vectors * vals.to(lin.device)
+    margin = allowance(vals, S[:, want])
+    residuals = torch.linalg.vector_norm(resid, dim=0).cpu() + margin
+    if measured is not None:
+        # The measured residual has its own product's rounding in it: keep the margin.
+        index, true_residual = measured
+        hit = (want == index).nonzero()
+        if hit.numel():
+            i = int(hit[0, 0])
+            residuals[i] = true_residual + margin[i]
+    thresh = tol * torch.clamp(vals.abs(), min=_NORM_FLOOR * hnorm)
+    # A pair is certified only if every more wanted pair is: past an unconverged Ritz
+    # value the Krylov space may still lack an eigenvalue, so a later pair, although a
+    # true eigenpair, could sit at the wrong index (typically pairs from the far end of
+    # the spectrum when k is a large part of P and the budget runs out).
+    converged = torch.cumprod((residuals <= thresh).to(torch.int64), dim=0).bool()
+    if n_found < k:  # pragma: no cover - max_matvecs >= k rules this out
+        pad = k - n_found
+        vals = torch.cat([vals, torch.full((pad,), float("nan"), dtype=torch.float64)])
+        residuals = torch.cat([residuals, torch.full((pad,), float("inf"), dtype=torch.float64)])
+        converged = torch.cat([converged, torch.zeros(pad, dtype=torch.bool)])
+        vectors = torch.cat([vectors, vectors.new_zeros(P, pad)], dim=1)
+
+    n_bad = int((~converged).sum())
+    if n_bad:
+        warnings.warn(
+            f"eigen: {n_bad} of {k} eigenpairs ({which}) are not certified to tol={tol:g} after "
+            f"{lin.n_matvecs} products (max_matvecs={budget}); they are flagged "
+            "converged=False. Raise max_matvecs or tol; products with relative rounding "
+            f"{rel_error:.1e} cannot certify eigenvalues below about "
+            f"{_ROUNDING_SAFETY * rel_error * hnorm / tol:.3g} in magnitude.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return EigenResult(
+        eigenvalues=vals.clone(),
+        eigenvectors=vectors.to(lin.dtype),
+        residuals=residuals,
+        converged=converged,
+        n_matvecs=lin.n_matvecs,
+        which=which,
+        tol=tol,
+        norm_estimate=hnorm,
+        product_error=float(rel_error),
+        block_size=b,
+        n_restarts=kry.n_restarts,
+    )
+
+
+def _measure_rounding(
+    kry: _Krylov, theta: torch.Tensor, S: torch.Tensor, want: torch.Tensor
+) -> tuple[tuple[int, float], float]:
+    """One true product with the wanted Ritz vector of largest ``|θ|``.
+
+    ``d = H fl(y) − W s`` is what the stored products miss for that vector: the rounding
+    of its own product, of the products it is combined from, and of casting ``y`` to the
+    operator's dtype. Under the model ``‖error‖ ≈ ε · ‖product‖`` (independent errors),
+    ``‖d‖ ≈ ε · sqrt(θ² + Σ s_j² ‖w_j‖²)``, which gives the relative error ``ε``. Returns
+    ``((index, ‖H fl(y) − θ fl(y)‖), ε)``.
+    """
+    index = int(want[torch.argmax(theta[want].abs())])
+    s = S[:, index : index + 1]
+    y, w_comb = kry.ritz_vectors(s)
+    y_cast = y.to(kry.lin.dtype).to(torch.float64)
+    hy = kry.lin.matmat(y_cast)
+    miss = float(torch.linalg.vector_norm(hy - w_comb))
+    true_residual = float(torch.linalg.vector_norm(hy - float(theta[index]) * y_cast))
+    scale = float(kry.product_scales(theta[index : index + 1], s)[0])
+    # A float32 matrix product accumulates about sqrt(P) roundings per entry; an
+    # operator of unknown arithmetic is floored at one rounding unit.
+    floor = kry.lin.eps * (math.sqrt(kry.P) if kry.lin.known_arithmetic else 1.0)
+    rel = max(miss / scale if scale > 0 else 0.0, floor)
+    return (index, true_residual), rel

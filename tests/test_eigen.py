@@ -1,0 +1,383 @@
+"""Tests of decaylab.curvature.lanczos.eigen against numpy/scipy eigensolvers on dense matrices.
+
+Every check is: each pair flagged converged is a true eigenpair to ``tol`` (residual
+recomputed here with the dense float64 matrix, eigenvalue compared with numpy.linalg.eigh),
+and every pair that is not gets ``converged=False`` and a ConvergenceWarning.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sparse
+import scipy.sparse.linalg as sla
+import torch
+from torch import nn
+
+from decaylab._checks import ConvergenceWarning
+from decaylab.curvature.lanczos import EigenResult, eigen
+
+TOL = 1e-3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small dense problems: on a few shared cores, oversubscribed BLAS/OpenMP threads slow
+    them down by orders of magnitude, so this module runs on one thread (then restores)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(before)
+
+
+def rotated(lam: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Dense symmetric matrix with eigenvalues ``lam`` and Haar-random eigenvectors."""
+    rng = np.random.default_rng(seed)
+    Q, R = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
+    Q = Q * np.sign(np.diag(R))
+    A = (Q * lam) @ Q.T
+    return 0.5 * (A + A.T)
+
+
+def nn_like(P: int, seed: int = 0) -> np.ndarray:
+    """A few large outliers, then an indefinite bulk near zero (as in network Hessians)."""
+    rng = np.random.default_rng(seed)
+    outliers = 40.0 * 0.7 ** np.arange(10)
+    bulk = np.concatenate([rng.normal(0, 0.01, P - 10 - P // 5), rng.uniform(-0.3, 1.0, P // 5)])
+    return np.concatenate([outliers, bulk])
+
+
+def reference(A: np.ndarray, k: int, which: str) -> np.ndarray:
+    lam = np.linalg.eigvalsh(A)
+    if which == "largest":
+        return lam[::-1][:k]
+    if which == "smallest":
+        return lam[:k]
+    return lam[np.argsort(-np.abs(lam), kind="stable")][:k]
+
+
+def check_certified(
+    A: np.ndarray, res: EigenResult, ref: np.ndarray, tol: float = TOL, slack: float = 1e-12
+) -> None:
+    """Every converged pair: honest residual, eigenvalue right to tol; the rest are flagged.
+
+    ``slack * ||A||`` absorbs what no check on the operator can see: float64 rounding, or,
+    when ``A`` is the float64 matrix behind a float32 operator, the float32 operator being
+    a slightly different matrix.
+    """
+    A64 = np.asarray(A, dtype=np.float64)
+    norm = (
+        abs(sla.eigsh(A64, k=1, which="LM")[0][0])
+        if A64.shape[0] > 500
+        else (np.abs(np.linalg.eigvalsh(A64)).max())
+    )
+    assert res.norm_estimate <= norm * (1 + 1e-6)
+    vals = res.eigenvalues.numpy()
+    Q = res.eigenvectors.detach().cpu().double().numpy()
+    assert np.allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-5)
+    true_res = np.linalg.norm(A64 @ Q - Q * vals, axis=0)
+    thresh = tol * np.maximum(np.abs(vals), 1e-6 * res.norm_estimate)
+    conv = res.converged.numpy()
+    assert np.array_equal(conv, np.cumprod(res.residuals.numpy() <= thresh).astype(bool))
+    for i in np.flatnonzero(conv):
+        # the reported residual is not optimistic (float64 rounding slack only) ...
+        assert true_res[i] <= res.residuals[i].item() * (1 + 1e-6) + slack * norm, i
+        # ... so the certified eigenvalue is right to tol
+        assert abs(vals[i] - ref[i]) <= thresh[i] * (1 + 1e-6) + slack * norm, (i, vals[i], ref[i])
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude"])
+def test_indefinite_all_which(which: str) -> None:
+    rng = np.random.default_rng(1)
+    lam = np.concatenate([[9.0, 7.5, 6.0, -8.0, -6.5, -5.0], rng.uniform(-1, 1, 394)])
+    A = rotated(lam, seed=1)
+    res = eigen(torch.from_numpy(A), k=4, which=which, tol=TOL)
+    check_certified(A, res, reference(A, 4, which))
+    assert res.all_converged
+    order = {"largest": -res.eigenvalues, "smallest": res.eigenvalues}.get(
+        which, -res.eigenvalues.abs()
+    )
+    assert torch.all(order[:-1] <= order[1:])
+
+
+def test_nn_like_spectrum_float32_few_products() -> None:
+    A = rotated(nn_like(1500), seed=2).astype(np.float32).astype(np.float64)
+    A32 = torch.from_numpy(A).float()  # the same matrix, exactly
+    res = eigen(A32, k=10, tol=TOL)
+    check_certified(A, res, reference(A, 10, "largest"))
+    assert res.all_converged
+    assert res.n_matvecs <= 30  # Lanczos steps plus one rounding measurement
+    assert res.eigenvectors.dtype == torch.float32
+    assert res.product_error >= torch.finfo(torch.float32).eps
+
+
+def test_clustered_eigenvalues() -> None:
+    rng = np.random.default_rng(3)
+    cluster = 10.0 - 0.02 * np.arange(5)  # relative gaps 2e-3, above tol
+    lam = np.concatenate([cluster, [8.0, 7.9, 7.85], rng.uniform(-2, 2, 392)])
+    A = rotated(lam, seed=3)
+    res = eigen(A, k=8, tol=TOL)
+    check_certified(A, res, reference(A, 8, "largest"))
+    assert res.all_converged
+
+
+def test_multiplicity_three_block() -> None:
+    rng = np.random.default_rng(4)
+    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
+    A = rotated(lam, seed=4)
+    res = eigen(A, k=6, tol=1e-6, block_size=3)
+    check_certified(A, res, reference(A, 6, "largest"), tol=1e-6)
+    assert res.all_converged and res.block_size == 3
+    assert np.allclose(res.eigenvalues.numpy()[:3], 5.0, rtol=1e-6)
+
+
+def test_multiplicity_three_single_vector_pairs_still_true() -> None:
+    """b = 1 may see one copy only (documented); each certified pair is still an eigenpair."""
+    rng = np.random.default_rng(4)
+    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
+    A = rotated(lam, seed=4)
+    res = eigen(A, k=6, tol=TOL)
+    assert res.block_size == 1
+    Q = res.eigenvectors.numpy()
+    vals = res.eigenvalues.numpy()
+    true_res = np.linalg.norm(A @ Q - Q * vals, axis=0)
+    nearest = np.abs(vals[:, None] - lam[None, :]).min(axis=1)
+    conv = res.converged.numpy()
+    assert conv.any()
+    assert np.all(true_res[conv] <= res.residuals.numpy()[conv] * (1 + 1e-6))
+    assert np.all(nearest[conv] <= TOL * np.abs(vals[conv]))
+
+
+def test_small_space_finds_all_copies() -> None:
+    """When the Krylov space becomes invariant, fresh directions find the other copies."""
+    lam = np.array([3.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 0.0, -1.0, -1.0, -2.0])
+    A = rotated(lam, seed=5)
+    res = eigen(A, k=12, tol=1e-8)
+    check_certified(A, res, reference(A, 12, "largest"), tol=1e-8)
+    assert res.all_converged and res.n_matvecs <= 12
+
+
+@pytest.mark.parametrize("P", [1, 2, 3, 7])
+def test_tiny_P(P: int) -> None:
+    rng = np.random.default_rng(P)
+    A = rotated(rng.uniform(-3, 3, P), seed=P)
+    for k in sorted({1, P}):
+        res = eigen(A, k=k, which="magnitude", tol=1e-8)
+        check_certified(A, res, reference(A, k, "magnitude"), tol=1e-8)
+        assert res.all_converged
+        assert res.eigenvectors.shape == (P, k)
+
+
+def test_zero_matrix() -> None:
+    res = eigen(np.zeros((5, 5)), k=2)
+    assert res.all_converged and np.allclose(res.eigenvalues.numpy(), 0.0)
+
+
+def test_restarts_keep_certification() -> None:
+    A = rotated(nn_like(800, seed=6), seed=6)
+    res = eigen(A, k=6, tol=1e-8, max_basis=14)
+    assert res.n_restarts > 0
+    check_certified(A, res, reference(A, 6, "largest"), tol=1e-8)
+    assert res.all_converged
+
+
+def test_float32_tiny_eigenvalues_are_flagged() -> None:
+    """float32 products cannot certify eigenvalues far below their rounding: flagged."""
+    rng = np.random.default_rng(7)
+    lam = np.concatenate([[100.0, 50.0], rng.uniform(1e-9, 1e-8, 3), rng.uniform(1.0, 10.0, 195)])
+    A = rotated(lam, seed=7).astype(np.float32).astype(np.float64)
+    with pytest.warns(ConvergenceWarning, match="not certified"):
+        res = eigen(torch.from_numpy(A).float(), k=3, which="smallest", tol=1e-3)
+    assert not res.converged.any()
+    check_certified(A, res, reference(A, 3, "smallest"))
+
+
+def test_float32_behind_float64_linear_operator_is_measured() -> None:
+    """A LinearOperator that claims float64 but computes in float32 is not trusted blindly."""
+    rng = np.random.default_rng(7)
+    lam = np.concatenate([[100.0, 50.0], rng.uniform(1e-9, 1e-8, 3), rng.uniform(1.0, 10.0, 195)])
+    A = rotated(lam, seed=7).astype(np.float32).astype(np.float64)
+    A32 = A.astype(np.float32)
+    op = sla.LinearOperator(
+        A.shape, matvec=lambda x: (A32 @ x.astype(np.float32)).astype(np.float64), dtype=np.float64
+    )
+    with pytest.warns(ConvergenceWarning):
+        res = eigen(op, k=3, which="smallest", tol=1e-3)
+    assert res.product_error > 1e-9
+    check_certified(A, res, reference(A, 3, "smallest"))
+
+
+def test_tiny_P_float32_operator_budget_includes_measurement() -> None:
+    A = rotated(np.array([2.0, -1.0, 0.5]), seed=8).astype(np.float32).astype(np.float64)
+
+    class Op32:
+        shape = (3, 3)
+        dtype = torch.float32
+        device = torch.device("cpu")
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(A).float() @ V
+
+    res = eigen(Op32(), k=3)
+    assert res.all_converged and res.n_matvecs == 4
+    check_certified(A, res, reference(A, 3, "largest"))
+
+
+def test_budget_too_small_flags_and_warns() -> None:
+    A = rotated(nn_like(600, seed=8), seed=8)
+    with pytest.warns(ConvergenceWarning, match="not certified"):
+        res = eigen(A, k=10, tol=1e-6, max_matvecs=12)
+    assert res.n_matvecs <= 12
+    assert not res.all_converged
+    check_certified(A, res, reference(A, 10, "largest"), tol=1e-6)
+
+
+def test_input_kinds_and_product_count() -> None:
+    A = rotated(nn_like(300, seed=9), seed=9)
+    ref = reference(A, 3, "largest")
+
+    class Counting:
+        shape = A.shape
+        dtype = torch.float64
+        device = torch.device("cpu")
+        n_matvecs = 0
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            self.n_matvecs += V.shape[1]
+            return torch.from_numpy(A) @ V
+
+    duck = Counting()
+    inputs = [A, torch.from_numpy(A), sla.aslinearoperator(A), sparse.csr_matrix(A), duck]
+    for op in inputs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            res = eigen(op, k=3, tol=1e-6)
+        assert np.allclose(res.eigenvalues.numpy(), ref, rtol=1e-6)
+    assert duck.n_matvecs == res.n_matvecs > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0}, "k must be"),
+        ({"k": 2.5}, "k must be"),
+        ({"k": 9}, "k must be <= P"),
+        ({"tol": 0.0}, "tol must be"),
+        ({"tol": -1e-3}, "tol must be"),
+        ({"which": "biggest"}, "which must be"),
+        ({"max_matvecs": 1, "k": 2}, "max_matvecs must be"),
+        ({"block_size": 0, "k": 1}, "block_size must be"),
+        ({"max_basis": 2, "k": 1}, "max_basis must be"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    A = np.diag(np.arange(8.0))
+    with pytest.raises(ValueError, match=match):
+        eigen(A, **kwargs)
+
+
+def test_bad_operators() -> None:
+    with pytest.raises(ValueError, match="square"):
+        eigen(torch.zeros(3, 4), k=1)
+    with pytest.raises(ValueError, match="square"):
+        eigen(np.zeros(5), k=1)
+    with pytest.raises(ValueError, match="symmetric"):
+        eigen(np.triu(np.ones((4, 4))), k=1)
+    with pytest.raises(ValueError, match="finite"):
+        eigen(np.full((3, 3), np.nan), k=1)
+    with pytest.raises(ValueError, match="op must be"):
+        eigen([[1.0, 0.0], [0.0, 1.0]], k=1)
+
+
+# ------------------------------------------------------------------ digits MLP
+
+
+def _digits_problem(n: int = 128):
+    """A briefly trained 64-64-10 MLP on the first ``n`` digits, and its float64 Hessian."""
+    from sklearn.datasets import load_digits
+
+    X_np, y_np = load_digits(return_X_y=True)
+    X = torch.tensor(X_np[:n] / 16.0, dtype=torch.float32)
+    y = torch.tensor(y_np[:n])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    model.eval()
+    model.zero_grad(set_to_none=True)
+
+    m64 = copy.deepcopy(model).double()
+    names = [name for name, _ in m64.named_parameters()]
+    shapes = [p.shape for _, p in m64.named_parameters()]
+    sizes = [p.numel() for _, p in m64.named_parameters()]
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        pieces = zip(names, torch.split(w, sizes), shapes, strict=True)
+        params = {nm: t.reshape(s) for nm, t, s in pieces}
+        out = torch.func.functional_call(m64, params, (X.double(),))
+        return nn.functional.cross_entropy(out, y)
+
+    w0 = torch.cat([p.detach().reshape(-1) for p in m64.parameters()])
+    H = torch.func.hessian(loss)(w0)
+    return model, X, y, H.numpy()
+
+
+def _hessian_operator(model: nn.Module, X: torch.Tensor, y: torch.Tensor):
+    """decaylab's HessianOperator when present, else a test-local float32 HVP via torch.func."""
+    if importlib.util.find_spec("decaylab.curvature.operators") is not None:
+        from decaylab.curvature.operators import HessianOperator
+
+        return HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        pieces = zip(names, torch.split(w, sizes), shapes, strict=True)
+        params = {nm: t.reshape(s) for nm, t, s in pieces}
+        return nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
+
+    hvp = torch.func.vmap(lambda v: torch.func.jvp(torch.func.grad(loss), (w0,), (v,))[1])
+
+    class LocalHVP:
+        shape = (w0.numel(), w0.numel())
+        dtype = torch.float32
+        device = torch.device("cpu")
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return hvp(V.T.contiguous()).T
+
+    return LocalHVP()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return _digits_problem()
+
+
+def test_digits_mlp_top10_matches_dense_hessian(digits) -> None:
+    model, X, y, H = digits
+    assert H.shape == (4810, 4810)
+    # Exact reference: ARPACK on the dense float64 Hessian to 1e-12 (a full eigh of a
+    # 4,810 x 4,810 matrix would dominate the test time), checked by its residuals.
+    ref, vecs = sla.eigsh(H, k=10, which="LA", tol=1e-12)
+    ref, vecs = ref[::-1], vecs[:, ::-1]
+    assert np.linalg.norm(H @ vecs - vecs * ref, axis=0).max() < 1e-9
+    op = _hessian_operator(model, X, y)
+    res = eigen(op, k=10, tol=TOL)
+    assert res.all_converged
+    # H is float64; the operator computes a float32 model's Hessian (differs by ~eps32 ||H||)
+    check_certified(H, res, ref, slack=10 * torch.finfo(torch.float32).eps)
+    assert np.all(np.abs(res.eigenvalues.numpy() - ref) <= TOL * np.abs(ref))
+    assert res.n_matvecs < 40

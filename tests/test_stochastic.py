@@ -1,0 +1,299 @@
+"""Tests of decaylab.curvature.stochastic: trace, diagonal and spectral density.
+
+References are exact: traces and diagonals of dense matrices (and of the dense float64
+Hessian of a digits MLP from torch.func.hessian), eigenvalues from numpy.linalg.eigh.
+Standard errors are checked for honesty through z-scores over independent seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from decaylab.curvature.stochastic import diagonal, spectral_density, trace
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small dense problems: on a few shared cores, oversubscribed BLAS/OpenMP threads slow
+    them down by orders of magnitude, so this module runs on one thread (then restores)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(before)
+
+
+def rotated(lam: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    Q, R = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
+    Q = Q * np.sign(np.diag(R))
+    A = (Q * lam) @ Q.T
+    return 0.5 * (A + A.T)
+
+
+def nn_like(P: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    outliers = 40.0 * 0.7 ** np.arange(10)
+    bulk = np.concatenate([rng.normal(0, 0.01, P - 10 - P // 5), rng.uniform(-0.3, 1.0, P // 5)])
+    return np.concatenate([outliers, bulk])
+
+
+@pytest.fixture(scope="module")
+def nn_matrix() -> tuple[np.ndarray, np.ndarray]:
+    lam = nn_like(600, seed=1)
+    return rotated(lam, seed=1), lam
+
+
+# ---------------------------------------------------------------------- trace
+
+
+@pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
+def test_trace_standard_error_is_honest(nn_matrix, method: str) -> None:
+    A, lam = nn_matrix
+    exact = lam.sum()
+    z = []
+    for seed in range(30):
+        res = trace(A, n_matvecs=60, method=method, seed=seed)
+        assert res.n_matvecs == 60 and res.method == method
+        z.append((res.estimate - exact) / res.std_error)
+    z = np.array(z)
+    # unbiased, and the standard error is the spread: mean z ~ 0, mean z^2 ~ 1
+    assert abs(z.mean()) < 0.8
+    assert 0.4 < np.mean(z**2) < 2.5
+
+
+def test_hutchpp_beats_hutchinson_on_outlier_spectrum(nn_matrix) -> None:
+    A, lam = nn_matrix
+    exact = lam.sum()
+    err = {
+        m: np.mean([abs(trace(A, 60, m, seed=s).estimate - exact) for s in range(10)])
+        for m in ("hutch++", "hutchinson")
+    }
+    assert err["hutch++"] < 0.2 * err["hutchinson"]
+
+
+def test_trace_exact_when_sketch_spans_space() -> None:
+    A = rotated(np.arange(1.0, 11.0), seed=2)
+    res = trace(torch.from_numpy(A), n_matvecs=30)
+    assert res.std_error == 0.0 and res.n_matvecs == 20
+    assert res.estimate == pytest.approx(55.0, rel=1e-12)
+
+
+def test_trace_of_operator_and_float32() -> None:
+    rng = np.random.default_rng(3)
+    A = rotated(rng.uniform(0, 1, 200), seed=3)
+
+    class Op:
+        shape = A.shape
+        dtype = torch.float32
+        device = torch.device("cpu")
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(A).float() @ V
+
+    res = trace(Op(), n_matvecs=40, method="hutchinson", seed=1)
+    assert abs(res.estimate - np.trace(A)) < 5 * res.std_error
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_matvecs": 3}, "n_matvecs must be"),
+        ({"n_matvecs": 1, "method": "hutchinson"}, "n_matvecs must be"),
+        ({"n_matvecs": 10.5}, "n_matvecs must be"),
+        ({"method": "girard"}, "method must be"),
+    ],
+)
+def test_trace_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        trace(np.eye(5), **kwargs)
+
+
+# ------------------------------------------------------------------- diagonal
+
+
+@pytest.mark.parametrize("method", ["diag++", "bekas"])
+def test_diagonal_standard_error_is_honest(nn_matrix, method: str) -> None:
+    A, _ = nn_matrix
+    res = diagonal(A, n_matvecs=90, method=method, seed=4)
+    assert res.n_matvecs == 90 and res.estimate.shape == (600,)
+    z = (res.estimate.numpy() - np.diag(A)) / res.std_error.numpy()
+    assert 0.6 < np.mean(z**2) < 1.6
+    assert np.mean(np.abs(z) < 3) > 0.97
+
+
+def test_diagpp_beats_bekas_on_outlier_spectrum(nn_matrix) -> None:
+    A, _ = nn_matrix
+    err = {
+        m: np.linalg.norm(diagonal(A, 90, seed=5, method=m).estimate.numpy() - np.diag(A))
+        for m in ("diag++", "bekas")
+    }
+    assert err["diag++"] < 0.5 * err["bekas"]
+
+
+def test_diagonal_exact_cases() -> None:
+    D = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    res = diagonal(D, n_matvecs=6, method="bekas")  # g * (D g) = diag(D) for sign vectors
+    assert torch.allclose(res.estimate, torch.diagonal(D)) and float(res.std_error.max()) < 1e-12
+    A = rotated(np.arange(1.0, 9.0), seed=6)
+    res = diagonal(A, n_matvecs=24)  # the sketch spans the space
+    assert np.allclose(res.estimate.numpy(), np.diag(A), atol=1e-10)
+
+
+def test_diagonal_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="n_matvecs must be"):
+        diagonal(np.eye(4), n_matvecs=3)
+    with pytest.raises(ValueError, match="method must be"):
+        diagonal(np.eye(4), method="hutch++")
+    with pytest.raises(ValueError, match="square"):
+        diagonal(np.ones((3, 4)))
+
+
+# ----------------------------------------------------------- spectral density
+
+
+def broadened(lam: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
+    z = (grid[:, None] - lam[None, :]) / sigma
+    return np.exp(-0.5 * z * z).sum(axis=1) / (lam.size * sigma * np.sqrt(2 * np.pi))
+
+
+def test_density_matches_known_spectrum() -> None:
+    rng = np.random.default_rng(7)
+    lam = np.concatenate([[12.0, 9.0, 7.0], rng.uniform(-1.0, 1.0, 600), rng.normal(3.0, 0.3, 397)])
+    A = rotated(lam, seed=7)
+    sd = spectral_density(A, n_probes=10, n_steps=80, sigma=0.25, seed=0)
+    grid = sd.grid.numpy()
+    exact = broadened(lam, grid, 0.25)
+    assert sd.n_matvecs == 800
+    assert float(torch.trapezoid(sd.density, sd.grid)) == pytest.approx(1.0, abs=1e-3)
+    assert float(sd.weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    l1 = np.trapezoid(np.abs(sd.density.numpy() - exact), grid)
+    assert l1 < 0.1
+    # first and second moments: the Hutchinson estimates of tr(A)/P and tr(A^2)/P
+    P = lam.size
+    off = np.sum(A * A) - np.sum(np.diag(A) ** 2)
+    se1 = np.sqrt(2 * off / P**2 / 10)
+    assert abs(sd.moment(1) - lam.mean()) < 4 * se1
+    assert sd.moment(2) == pytest.approx(np.mean(lam**2), rel=0.05)
+    # the nodes reach the extreme eigenvalues
+    assert float(sd.nodes.max()) == pytest.approx(12.0, rel=1e-6)
+
+
+def test_density_exact_for_small_diagonal() -> None:
+    lam = np.linspace(-2.0, 3.0, 20)
+    grid = np.linspace(-3.0, 4.0, 300)
+    sd = spectral_density(
+        torch.diag(torch.from_numpy(lam)), n_probes=3, n_steps=80, grid=grid, sigma=0.2
+    )
+    # Rademacher probes weight every eigenvalue of a diagonal matrix by exactly 1/P.
+    assert np.allclose(sd.density.numpy(), broadened(lam, grid, 0.2), atol=1e-10)
+    assert sd.n_matvecs <= 3 * 20
+    assert np.allclose(sd.grid.numpy(), grid)
+
+
+def test_density_bad_arguments() -> None:
+    A = np.eye(4)
+    for kwargs, match in [
+        ({"n_probes": 0}, "n_probes must be"),
+        ({"n_steps": 0}, "n_steps must be"),
+        ({"sigma": 0.0}, "sigma must be"),
+        ({"grid": [[0.0, 1.0]]}, "grid must have"),
+        ({"grid": [0.0]}, "grid must have"),
+        ({"grid": [0.0, np.nan]}, "grid must be finite"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            spectral_density(A, **kwargs)
+
+
+# ----------------------------------------------------------------- digits MLP
+
+
+def _digits_problem(n: int = 128):
+    """A briefly trained 64-64-10 MLP on the first ``n`` digits, and its float64 Hessian."""
+    from sklearn.datasets import load_digits
+
+    X_np, y_np = load_digits(return_X_y=True)
+    X = torch.tensor(X_np[:n] / 16.0, dtype=torch.float32)
+    y = torch.tensor(y_np[:n])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    model.eval()
+    model.zero_grad(set_to_none=True)
+
+    m64 = copy.deepcopy(model).double()
+    names = [name for name, _ in m64.named_parameters()]
+    shapes = [p.shape for _, p in m64.named_parameters()]
+    sizes = [p.numel() for _, p in m64.named_parameters()]
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        pieces = zip(names, torch.split(w, sizes), shapes, strict=True)
+        params = {nm: t.reshape(s) for nm, t, s in pieces}
+        out = torch.func.functional_call(m64, params, (X.double(),))
+        return nn.functional.cross_entropy(out, y)
+
+    w0 = torch.cat([p.detach().reshape(-1) for p in m64.parameters()])
+    H = torch.func.hessian(loss)(w0)
+    return model, X, y, H.numpy()
+
+
+def _hessian_operator(model: nn.Module, X: torch.Tensor, y: torch.Tensor):
+    """decaylab's HessianOperator when present, else a test-local float32 HVP via torch.func."""
+    if importlib.util.find_spec("decaylab.curvature.operators") is not None:
+        from decaylab.curvature.operators import HessianOperator
+
+        return HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        pieces = zip(names, torch.split(w, sizes), shapes, strict=True)
+        params = {nm: t.reshape(s) for nm, t, s in pieces}
+        return nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
+
+    hvp = torch.func.vmap(lambda v: torch.func.jvp(torch.func.grad(loss), (w0,), (v,))[1])
+
+    class LocalHVP:
+        shape = (w0.numel(), w0.numel())
+        dtype = torch.float32
+        device = torch.device("cpu")
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return hvp(V.T.contiguous()).T
+
+    return LocalHVP()
+
+
+def test_digits_mlp_trace_and_diagonal() -> None:
+    model, X, y, H = _digits_problem()
+    op = _hessian_operator(model, X, y)
+    exact = np.trace(H)
+    res = trace(op)  # defaults: Hutch++, 100 products
+    assert res.n_matvecs == 100
+    assert abs(res.estimate - exact) <= 0.05 * abs(exact)
+    assert abs(res.estimate - exact) <= 4 * res.std_error
+
+    diag = diagonal(op, seed=1)
+    d = np.diag(H)
+    err = diag.estimate.numpy() - d
+    se = diag.std_error.numpy()
+    # rows of H that vanish (pixels that are always blank) are estimated exactly
+    zero = se == 0
+    assert np.all(np.abs(err[zero]) < 1e-6)
+    z = err[~zero] / se[~zero]
+    assert 0.5 < np.mean(z**2) < 2.0
+    assert np.mean(np.abs(z) < 3) > 0.95
