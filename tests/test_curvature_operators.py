@@ -1,0 +1,494 @@
+"""Hessian / GGN operators against dense matrices computed independently here."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse.linalg import eigsh
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.func import functional_call, jacrev
+from torch.utils.data import DataLoader, TensorDataset
+
+from decaylab.curvature._params import flatten_params, param_slices, unflatten_like
+from decaylab.curvature.dense import dense_ggn, dense_hessian
+from decaylab.curvature.operators import GGNOperator, HalfMSELoss, HessianOperator
+
+BACKENDS = ["linearize", "fwd_rev", "rev_rev"]
+
+# torch registers its forward-AD decompositions through the deprecated torch.jit.script
+# the first time torch.func.hessian runs in a process (the independent references below).
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script. is deprecated")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny products on a shared, loaded machine: OpenMP threads waiting for busy cores
+    # made each product ~300x slower than one thread does. Restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X[:120] / 16.0, dtype=torch.float32)
+    return X, torch.tensor(y[:120], dtype=torch.long)
+
+
+def make_mlp(seed: int = 0, hidden: int = 4, out: int = 10) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, out))
+
+
+def make_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 64)),
+        nn.Conv1d(1, 2, 5, stride=3),
+        nn.ReLU(),
+        nn.Conv1d(2, 3, 3, stride=2),
+        nn.Softplus(),
+        nn.Flatten(),
+        nn.Linear(3 * 9, 10),
+    ).eval()
+
+
+def flat_loss(model: nn.Module, loss, X, y):
+    """Mean loss over (X, y) as a function of the flat float64 parameter vector (test-local)."""
+    names = [n for n, p in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    X64 = X.double()
+    y64 = y.double() if y.is_floating_point() else y
+    m64 = copy.deepcopy(model).double()
+
+    def f(w):
+        parts = dict(
+            zip(
+                names, [t.view(s) for t, s in zip(w.split(sizes), shapes, strict=True)], strict=True
+            )
+        )
+        return loss(functional_call(m64, parts, (X64,)), y64)
+
+    return f
+
+
+def independent_hessian(model: nn.Module, loss, X, y) -> torch.Tensor:
+    w = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+    return torch.func.hessian(flat_loss(model, loss, X, y))(w)
+
+
+def independent_ggn(model: nn.Module, kind: str, X, y) -> torch.Tensor:
+    """Σ_i J_iᵀ H_i J_i / N with the output Hessians written out by hand."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    w = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+    m64 = copy.deepcopy(model).double()
+
+    def out(w):
+        parts = dict(
+            zip(
+                names, [t.view(s) for t, s in zip(w.split(sizes), shapes, strict=True)], strict=True
+            )
+        )
+        return functional_call(m64, parts, (X.double(),))
+
+    J = jacrev(out)(w)  # (N, C, P)
+    f = out(w).detach()
+    N, C = f.shape
+    G = torch.zeros(w.numel(), w.numel(), dtype=torch.float64)
+    for i in range(N):
+        if kind == "cross_entropy":
+            p = torch.softmax(f[i], 0)
+            Hi = (torch.diag(p) - torch.outer(p, p)) / N
+        elif kind == "mse":  # mean over N*C elements of (f - y)^2
+            Hi = 2.0 * torch.eye(C, dtype=torch.float64) / (N * C)
+        else:  # half squared error, summed over outputs, mean over samples
+            Hi = torch.eye(C, dtype=torch.float64) / N
+        G += J[i].T @ Hi @ J[i]
+    return G
+
+
+def unequal_batches(X, y, cuts=(37,)):
+    edges = [0, *cuts, X.shape[0]]
+    return [(X[a:b], y[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def test_flatten_and_unflatten_follow_named_parameters_order():
+    model = make_mlp()
+    w = flatten_params(model)
+    expected = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+    assert torch.equal(w, expected)
+    parts = unflatten_like(w, model)
+    assert list(parts) == [n for n, _ in model.named_parameters()]
+    for name, p in model.named_parameters():
+        assert torch.equal(parts[name], p.detach())
+    # a selection given in any order is laid out in named_parameters() order
+    sub = flatten_params(model, [model[2].bias, "0.weight"])
+    assert torch.equal(
+        sub, torch.cat([model[0].weight.detach().reshape(-1), model[2].bias.detach()])
+    )
+    assert param_slices(model, ["2.bias", "0.weight"]) == {
+        "0.weight": slice(0, 256),
+        "2.bias": slice(256, 266),
+    }
+
+
+def test_params_selection_errors():
+    model = make_mlp()
+    with pytest.raises(ValueError, match="params"):
+        flatten_params(model, ["nope"])
+    with pytest.raises(ValueError, match="params"):
+        flatten_params(model, ["0.bias", model[0].bias])
+    with pytest.raises(ValueError, match="params"):
+        flatten_params(model, [torch.zeros(3)])
+    with pytest.raises(ValueError, match="vec"):
+        unflatten_like(torch.zeros(5), model)
+
+
+def test_frozen_parameters_are_left_out():
+    model = make_mlp()
+    model[0].bias.requires_grad_(False)
+    assert flatten_params(model).numel() == 256 + 40 + 10
+
+
+# ----------------------------------------------------------------------------- Hessian
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hessian_products_match_independent_dense_float64(digits, backend):
+    X, y = digits
+    model = make_mlp()
+    loss = nn.CrossEntropyLoss()
+    H_ref = independent_hessian(model, loss, X, y)
+    scale = H_ref.abs().max()
+    # linearize traces each batch (~3 s of torch tracing): the split data alone for it
+    forms = [unequal_batches(X, y)] if backend == "linearize" else [(X, y), unequal_batches(X, y)]
+    for data in forms:
+        op = HessianOperator(model, loss, data, dtype=torch.float64, backend=backend)
+        assert op.backend == backend and op.shape == (H_ref.shape[0],) * 2
+        V = torch.randn(op.num_params, 6, dtype=torch.float64)
+        assert (op.matmat(V) - H_ref @ V).abs().max() <= 1e-12 * scale * V.abs().sum(0).max()
+        v = torch.randn(op.num_params, dtype=torch.float64)
+        assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=1e-12 * scale * v.abs().sum())
+
+
+def test_dense_hessian_equals_torch_func_hessian(digits):
+    X, y = digits
+    model = make_cnn()
+    loss = nn.CrossEntropyLoss()
+    H_ref = independent_hessian(model, loss, X, y)
+    H = dense_hessian(model, loss, unequal_batches(X, y))
+    assert H.dtype == torch.float64
+    assert torch.allclose(H, H_ref, rtol=0, atol=1e-12 * H_ref.abs().max())
+
+
+def test_float32_products_agree_to_rounding(digits):
+    X, y = digits
+    model = make_cnn()
+    H_ref = dense_hessian(model, "cross_entropy", (X, y))
+    V = torch.randn(H_ref.shape[0], 4)
+    for data in [(X, y), DataLoader(TensorDataset(X, y), batch_size=100)]:
+        op = HessianOperator(model, nn.CrossEntropyLoss(), data)
+        assert op.dtype == torch.float32 and op.n_batches == (1 if isinstance(data, tuple) else 2)
+        out = op.matmat(V)
+        assert out.dtype == torch.float32
+        ref = (H_ref @ V.double()).float()
+        err = (out - ref).norm(dim=0) / ref.norm(dim=0)
+        assert err.max() < 1e-5
+
+
+def test_backends_agree_on_a_cnn_and_ggn(digits):
+    X, y = digits
+    model = make_cnn()
+    V = torch.randn(sum(p.numel() for p in model.parameters()), 3, dtype=torch.float64)
+    data = (X[:60], y[:60])
+    for cls in (HessianOperator, GGNOperator):
+        outs = [
+            cls(model, "cross_entropy", data, dtype=torch.float64, backend=b).matmat(V)
+            for b in BACKENDS
+        ]
+        for other in outs[1:]:
+            assert torch.allclose(outs[0], other, rtol=1e-10, atol=1e-12)
+
+
+def test_mixed_cached_and_recomputed_batches(digits):
+    X, y = digits
+    model = make_mlp()
+    data = unequal_batches(X, y, (23, 70))
+    full = HessianOperator(model, "cross_entropy", data, dtype=torch.float64)
+    assert full.n_cached_batches == 3
+    some = HessianOperator(model, "cross_entropy", data, dtype=torch.float64, max_cached_batches=1)
+    none = HessianOperator(model, "cross_entropy", data, dtype=torch.float64, cache_memory=0)
+    assert some.n_cached_batches == 1 and none.n_cached_batches == 0
+    V = torch.randn(full.num_params, 2, dtype=torch.float64)
+    assert torch.allclose(full.matmat(V), some.matmat(V), atol=1e-13)
+    assert torch.allclose(full.matmat(V), none.matmat(V), atol=1e-13)
+
+
+def test_parameter_subset_is_the_sub_block(digits):
+    X, y = digits
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    op = HessianOperator(
+        model, "cross_entropy", (X, y), params=["2.weight", "0.bias"], dtype=torch.float64
+    )
+    assert op.params_names == ["0.bias", "2.weight"]
+    idx = torch.cat([torch.arange(256, 260), torch.arange(260, 300)])
+    sub = op.to_dense()
+    assert torch.allclose(sub, H_ref[idx][:, idx], atol=1e-12)
+
+
+def test_regression_half_mse_on_linear_model_is_xtx_over_n():
+    torch.manual_seed(1)
+    X, y = torch.randn(50, 4, dtype=torch.float64), torch.randn(50, 1, dtype=torch.float64)
+    model = nn.Linear(4, 1).double()
+    Xb = torch.cat([X, torch.ones(50, 1, dtype=torch.float64)], 1)
+    expected = Xb.T @ Xb / 50  # ½ squared error, mean over samples
+    for loss in (HalfMSELoss(), "half_mse"):
+        H = HessianOperator(model, loss, unequal_batches(X, y, (7, 20))).to_dense()
+        assert torch.allclose(H, expected, atol=1e-12)
+    # nn.MSELoss has no ½: twice as large
+    H = HessianOperator(model, nn.MSELoss(), (X, y)).to_dense()
+    assert torch.allclose(H, 2 * expected, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- GGN
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ggn_cross_entropy_matches_jt_h_j(digits, backend):
+    X, y = digits
+    X, y = X[:60], y[:60]
+    model = make_mlp()
+    G_ref = independent_ggn(model, "cross_entropy", X, y)
+    op = GGNOperator(
+        model,
+        nn.CrossEntropyLoss(),
+        unequal_batches(X, y, (20, 31)),
+        dtype=torch.float64,
+        backend=backend,
+    )
+    V = torch.randn(op.num_params, 5, dtype=torch.float64)
+    assert torch.allclose(op.matmat(V), G_ref @ V, rtol=0, atol=1e-12 * G_ref.abs().max())
+    assert torch.linalg.eigvalsh(G_ref).min() > -1e-12  # the reference itself is PSD
+
+
+@pytest.mark.parametrize("kind", ["mse", "half_mse"])
+def test_ggn_regression_matches_jt_h_j(kind):
+    torch.manual_seed(3)
+    X, Y = torch.randn(40, 64), torch.randn(40, 3)
+    model = make_mlp(hidden=2, out=3)
+    G_ref = independent_ggn(model, kind, X, Y)
+    loss = nn.MSELoss() if kind == "mse" else HalfMSELoss()
+    G = GGNOperator(model, loss, unequal_batches(X, Y, (9,)), dtype=torch.float64).to_dense()
+    assert torch.allclose(G, G_ref, rtol=0, atol=1e-12 * G_ref.abs().max())
+    assert torch.allclose(dense_ggn(model, kind, (X, Y)), G_ref, atol=1e-12 * G_ref.abs().max())
+
+
+def test_ggn_rejects_a_loss_it_cannot_vouch_for(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="loss_fn"):
+        GGNOperator(make_mlp(), lambda out, t: out.pow(3).mean(), (X, y))
+
+
+# ----------------------------------------------------------------------------- scipy, counters
+
+
+def test_to_scipy_with_eigsh_and_counter(digits):
+    X, y = digits
+    model = make_mlp()
+    op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y).numpy()
+    exact = np.linalg.eigh(H_ref)[0][::-1][:3]
+    lin = op.to_scipy()
+    assert lin.shape == op.shape and lin.dtype == np.float64
+    vals = np.sort(eigsh(lin, k=3, which="LA", tol=1e-10)[0])[::-1]
+    assert np.allclose(vals, exact, rtol=1e-8)
+    op.reset_counter()
+    assert op.n_matvecs == 0
+    op @ torch.randn(op.num_params, dtype=torch.float64)
+    op.matmat(torch.randn(op.num_params, 5, dtype=torch.float64))
+    out = lin.matvec(np.ones(op.num_params))
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    assert op.n_matvecs == 7
+
+
+def test_result_follows_input_dtype_and_numpy(digits):
+    X, y = digits
+    op = HessianOperator(make_mlp(), "cross_entropy", (X, y))
+    v64 = torch.randn(op.num_params, dtype=torch.float64)
+    assert (op @ v64).dtype == torch.float64
+    out = op @ v64.numpy()
+    assert isinstance(out, np.ndarray) and out.shape == (op.num_params,)
+
+
+# ----------------------------------------------------------------------------- fallback
+
+
+class _CubeNoFunctorch(torch.autograd.Function):
+    """Old-style autograd.Function (no setup_context): torch.func cannot trace it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3 / 3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x * x
+
+
+class _OldStyleModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return _CubeNoFunctorch.apply(self.lin(x))
+
+
+def test_model_torch_func_cannot_trace_works_through_autograd():
+    torch.manual_seed(0)
+    X, y = torch.randn(30, 4, dtype=torch.float64), torch.randint(0, 2, (30,))
+    model = _OldStyleModel().double()
+    with pytest.raises(RuntimeError):
+        HessianOperator(model, "cross_entropy", (X, y), backend="fwd_rev") @ torch.ones(10)
+    op = HessianOperator(model, "cross_entropy", unequal_batches(X, y, (11,)))
+    assert op.backend == "rev_rev"
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(w):
+        W, b = w[:8].view(2, 4), w[8:]
+        return nn.functional.cross_entropy(_CubeNoFunctorch.apply(X @ W.T + b), y)
+
+    H_ref = torch.autograd.functional.hessian(f, w)
+    assert torch.allclose(op.to_dense(), H_ref, atol=1e-12)
+    assert torch.allclose(dense_hessian(model, "cross_entropy", (X, y)), H_ref, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+def test_training_mode_with_batchnorm_or_dropout_is_refused(digits):
+    X, y = digits
+    for layer in (nn.BatchNorm1d(8), nn.Dropout(0.1)):
+        model = nn.Sequential(nn.Linear(64, 8), layer, nn.Linear(8, 10)).train()
+        with pytest.raises(ValueError, match=r"model.*model\.eval\(\)"):
+            HessianOperator(model, "cross_entropy", (X, y))
+        model.eval()
+        HessianOperator(model, "cross_entropy", (X, y))  # fine once in eval mode
+
+
+def test_shuffled_loader_is_refused(digits):
+    X, y = digits
+    loader = DataLoader(TensorDataset(X, y), batch_size=64, shuffle=True)
+    with pytest.raises(ValueError, match="data is not deterministic"):
+        HessianOperator(make_mlp(), "cross_entropy", loader)
+
+
+def test_stochastic_forward_is_refused(digits):
+    X, y = digits
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return nn.functional.dropout(self.lin(x), 0.5, training=True)
+
+    with pytest.raises(ValueError, match="model is not deterministic"):
+        HessianOperator(Noisy(), "cross_entropy", (X, y))
+
+
+def test_bad_data_is_refused(digits):
+    X, y = digits
+    model = make_mlp()
+    with pytest.raises(ValueError, match="data is empty"):
+        HessianOperator(model, "cross_entropy", [])
+    with pytest.raises(ValueError, match="data is empty"):
+        HessianOperator(model, "cross_entropy", (X[:0], y[:0]))
+    with pytest.raises(ValueError, match="data: batch 0"):
+        HessianOperator(model, "cross_entropy", (X, y[:-1]))
+    with pytest.raises(ValueError, match="data: batch 1"):
+        HessianOperator(model, "cross_entropy", [(X[:5], y[:5]), (X[5:], y[6:])])
+    with pytest.raises(ValueError, match="re-iterable"):
+        HessianOperator(model, "cross_entropy", iter([(X, y)]))
+    with pytest.raises(ValueError, match="data"):
+        HessianOperator(model, "cross_entropy", 3)
+    # regression output (n, 1) against targets (n,) would broadcast silently
+    reg = nn.Linear(64, 1)
+    with pytest.raises(ValueError, match="shape"):
+        HessianOperator(reg, nn.MSELoss(), (X, torch.randn(X.shape[0])))
+
+
+def test_bad_vectors_and_loss_are_refused(digits):
+    X, y = digits
+    model = make_mlp()
+    op = HessianOperator(model, "cross_entropy", (X, y))
+    with pytest.raises(ValueError, match="v must be 1-D"):
+        op @ torch.zeros(op.num_params + 1)
+    with pytest.raises(ValueError, match="V must have shape"):
+        op.matmat(torch.zeros(op.num_params - 1, 2))
+    with pytest.raises(ValueError, match="v must be finite"):
+        op @ torch.full((op.num_params,), float("nan"))
+    with pytest.raises(ValueError, match="loss_fn"):
+        HessianOperator(model, nn.CrossEntropyLoss(reduction="none"), (X, y))
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        HessianOperator(
+            model, lambda out, t: nn.functional.cross_entropy(out, t, reduction="none"), (X, y)
+        )
+    with pytest.raises(ValueError, match="backend"):
+        HessianOperator(model, "cross_entropy", (X, y), backend="magic")
+    with pytest.raises(ValueError, match="max_params"):
+        dense_hessian(model, "cross_entropy", (X, y), max_params=100)
+
+
+def test_non_finite_product_names_the_parameter():
+    class SqrtAtZero(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 1)
+            self.offset = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return self.lin(x) + torch.sqrt(self.offset)  # finite value, infinite slope
+
+    X, y = torch.randn(10, 3), torch.randn(10, 1)
+    for backend in BACKENDS:
+        op = HessianOperator(SqrtAtZero(), "half_mse", (X, y), backend=backend)
+        with pytest.raises(ValueError, match="'offset'"):
+            op @ torch.ones(op.num_params)
+
+
+def test_auto_falls_back_when_a_backend_fails(digits, monkeypatch):
+    from decaylab.curvature import operators
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("double backward not supported (simulated)")
+
+    X, y = digits
+    monkeypatch.setattr(operators._HessRevRev, "__init__", broken)
+    op = HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=torch.float64)
+    assert op.backend == "linearize" and "simulated" in op.backend_notes[0]
+    monkeypatch.setattr(operators._HessLinearized, "__init__", broken)
+    op2 = HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=torch.float64)
+    assert op2.backend == "fwd_rev"
+    V = torch.randn(op.num_params, 3, dtype=torch.float64)
+    assert torch.allclose(op.matmat(V), op2.matmat(V), atol=1e-13)
