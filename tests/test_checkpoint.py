@@ -31,14 +31,6 @@ from decaylab.training import fit, half_mse
 WORKER = Path(__file__).with_name("_train_worker.py")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _load_worker():
     spec = importlib.util.spec_from_file_location("_train_worker", WORKER)
     module = importlib.util.module_from_spec(spec)

@@ -18,16 +18,6 @@ from decaylab.curvature.operators import GGNOperator, HessianOperator
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny products on a shared, loaded machine: OpenMP threads waiting for busy cores
-    # made each product ~300x slower than one thread does. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 N0 = 47  # rank 0 holds 47 samples (two batches), rank 1 holds the other 103
 
 

@@ -24,16 +24,6 @@ BACKENDS = ["linearize", "fwd_rev", "rev_rev"]
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script. is deprecated")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny products on a shared, loaded machine: OpenMP threads waiting for busy cores
-    # made each product ~300x slower than one thread does. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- fixtures
 
 

@@ -7,8 +7,6 @@ and every pair that is not gets ``converged=False`` and a ConvergenceWarning.
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import warnings
 
 import numpy as np
@@ -20,21 +18,9 @@ from torch import nn
 
 from decaylab._checks import ConvergenceWarning
 from decaylab.curvature.lanczos import EigenResult, eigen
+from decaylab.curvature.operators import HessianOperator
 
 TOL = 1e-3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small dense problems: on a few shared cores, oversubscribed BLAS/OpenMP threads slow
-    them down by orders of magnitude, so this module runs on one thread (then restores)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
 
 
 def rotated(lam: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -299,82 +285,15 @@ def test_bad_operators() -> None:
 # ------------------------------------------------------------------ digits MLP
 
 
-def _digits_problem(n: int = 128):
-    """A briefly trained 64-64-10 MLP on the first ``n`` digits, and its float64 Hessian."""
-    from sklearn.datasets import load_digits
-
-    X_np, y_np = load_digits(return_X_y=True)
-    X = torch.tensor(X_np[:n] / 16.0, dtype=torch.float32)
-    y = torch.tensor(y_np[:n])
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(X), y).backward()
-        opt.step()
-    model.eval()
-    model.zero_grad(set_to_none=True)
-
-    m64 = copy.deepcopy(model).double()
-    names = [name for name, _ in m64.named_parameters()]
-    shapes = [p.shape for _, p in m64.named_parameters()]
-    sizes = [p.numel() for _, p in m64.named_parameters()]
-
-    def loss(w: torch.Tensor) -> torch.Tensor:
-        pieces = zip(names, torch.split(w, sizes), shapes, strict=True)
-        params = {nm: t.reshape(s) for nm, t, s in pieces}
-        out = torch.func.functional_call(m64, params, (X.double(),))
-        return nn.functional.cross_entropy(out, y)
-
-    w0 = torch.cat([p.detach().reshape(-1) for p in m64.parameters()])
-    H = torch.func.hessian(loss)(w0)
-    return model, X, y, H.numpy()
-
-
-def _hessian_operator(model: nn.Module, X: torch.Tensor, y: torch.Tensor):
-    """decaylab's HessianOperator when present, else a test-local float32 HVP via torch.func."""
-    if importlib.util.find_spec("decaylab.curvature.operators") is not None:
-        from decaylab.curvature.operators import HessianOperator
-
-        return HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
-    names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(w: torch.Tensor) -> torch.Tensor:
-        pieces = zip(names, torch.split(w, sizes), shapes, strict=True)
-        params = {nm: t.reshape(s) for nm, t, s in pieces}
-        return nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
-
-    hvp = torch.func.vmap(lambda v: torch.func.jvp(torch.func.grad(loss), (w0,), (v,))[1])
-
-    class LocalHVP:
-        shape = (w0.numel(), w0.numel())
-        dtype = torch.float32
-        device = torch.device("cpu")
-
-        def matmat(self, V: torch.Tensor) -> torch.Tensor:
-            return hvp(V.T.contiguous()).T
-
-    return LocalHVP()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return _digits_problem()
-
-
-def test_digits_mlp_top10_matches_dense_hessian(digits) -> None:
-    model, X, y, H = digits
+def test_digits_mlp_top10_matches_dense_hessian(digits_mlp) -> None:
+    model, X, y, H = digits_mlp
     assert H.shape == (4810, 4810)
     # Exact reference: ARPACK on the dense float64 Hessian to 1e-12 (a full eigh of a
     # 4,810 x 4,810 matrix would dominate the test time), checked by its residuals.
     ref, vecs = sla.eigsh(H, k=10, which="LA", tol=1e-12)
     ref, vecs = ref[::-1], vecs[:, ::-1]
     assert np.linalg.norm(H @ vecs - vecs * ref, axis=0).max() < 1e-9
-    op = _hessian_operator(model, X, y)
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
     res = eigen(op, k=10, tol=TOL)
     assert res.all_converged
     # H is float64; the operator computes a float32 model's Hessian (differs by ~eps32 ||H||)

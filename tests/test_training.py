@@ -24,15 +24,6 @@ from decaylab.regularize import L1, L2, ElasticNet
 from decaylab.training import FISTA, History, fit, half_mse
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops on a shared 2-core machine are much slower with OpenMP spinning on 2 threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _linear(d_in: int, bias: bool = False, d_out: int = 1) -> nn.Linear:
     model = nn.Linear(d_in, d_out, bias=bias).double()
     with torch.no_grad():

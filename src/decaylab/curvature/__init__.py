@@ -1,4 +1,4 @@
-"""Curvature of PyTorch models: Hessian and Gauss-Newton operators, eigenpairs, trace, diagonal, density.
+"""Curvature of PyTorch models: Hessian and GGN operators, eigenpairs, trace, diagonal, density.
 
 Operators (:class:`HessianOperator`, :class:`GGNOperator`) give matrix-free products with the
 curvature of the **mean** loss over all samples; :func:`eigen` returns certified eigenpairs
