@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from sklearn.datasets import load_digits
 from torch import nn
 
+from decaylab.curvature.lanczos import eigen
 from decaylab.curvature.operators import GGNOperator, HessianOperator
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
@@ -62,13 +63,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "dense": op.to_dense(),
             "GV": GGNOperator(model, "cross_entropy", _shard(rank)).matmat(V),
         }
-        try:
-            from decaylab.curvature.lanczos import eigen
-        except ImportError:  # eigen not written yet: the dense spectrum is checked instead
-            eigen = None
-        if eigen is not None:
-            res = eigen(op, k=3, tol=1e-8)
-            result["eigen"] = torch.as_tensor(np.asarray(res.eigenvalues, dtype=np.float64))
+        res = eigen(op, k=3, tol=1e-8)
+        result["eigen"] = torch.as_tensor(np.asarray(res.eigenvalues, dtype=np.float64))
         # a bad shard on one rank makes every rank raise instead of hanging in a collective
         X, y = _shard(rank)[0]
         bad = (X, y[:-1]) if rank == 1 else (X, y)
@@ -78,6 +74,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         except ValueError as exc:
             result["bad"] = str(exc)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks must be past their last collective before either tears its gloo
+        # connections down; a peer closing early once aborted the other rank (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -107,8 +106,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         assert torch.allclose(r["GV"], GV, rtol=1e-12, atol=1e-14)
         top = np.linalg.eigh(r["dense"].numpy())[0][::-1][:3]
         assert np.allclose(top, exact[:3], rtol=1e-10, atol=1e-13)
-        if "eigen" in r:
-            assert np.allclose(r["eigen"].numpy(), exact[:3], rtol=1e-6)
+        assert np.allclose(r["eigen"].numpy(), exact[:3], rtol=1e-6)
     # rank 1 names its own bad batch; rank 0 learns that another rank failed
     assert "data: batch 0" in ranks[1]["bad"]
     assert "another rank failed" in ranks[0]["bad"]
