@@ -16,28 +16,12 @@ import scipy.sparse.linalg as sla
 import torch
 from torch import nn
 
+from _spectra import nn_like, rotated
 from decaylab._checks import ConvergenceWarning
 from decaylab.curvature.lanczos import EigenResult, eigen
 from decaylab.curvature.operators import HessianOperator
 
 TOL = 1e-3
-
-
-def rotated(lam: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Dense symmetric matrix with eigenvalues ``lam`` and Haar-random eigenvectors."""
-    rng = np.random.default_rng(seed)
-    Q, R = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
-    Q = Q * np.sign(np.diag(R))
-    A = (Q * lam) @ Q.T
-    return 0.5 * (A + A.T)
-
-
-def nn_like(P: int, seed: int = 0) -> np.ndarray:
-    """A few large outliers, then an indefinite bulk near zero (as in network Hessians)."""
-    rng = np.random.default_rng(seed)
-    outliers = 40.0 * 0.7 ** np.arange(10)
-    bulk = np.concatenate([rng.normal(0, 0.01, P - 10 - P // 5), rng.uniform(-0.3, 1.0, P // 5)])
-    return np.concatenate([outliers, bulk])
 
 
 def reference(A: np.ndarray, k: int, which: str) -> np.ndarray:
