@@ -83,14 +83,5 @@ def check_scalar(
     return int(value) if integer else float(value)
 
 
-def check_nonnegative_array(value: Any, name: str) -> np.ndarray:
-    """Finite float64 array with every entry >= 0 (e.g. a path of alphas)."""
-    arr = as_float64(value, name)
-    if np.any(arr < 0):
-        bad = arr[arr < 0].ravel()[0]
-        raise ValueError(f"{name} must be >= 0, got {bad!r}")
-    return arr
-
-
 def warn_theory(message: str, stacklevel: int = 3) -> None:
     warnings.warn(message, TheoryWarning, stacklevel=stacklevel)

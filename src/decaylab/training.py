@@ -37,6 +37,7 @@ from decaylab.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from decaylab.curvature._params import flatten_params
 from decaylab.regularize import Penalty, param_groups
 
 __all__ = ["FISTA", "History", "fit", "half_mse"]
@@ -391,14 +392,6 @@ def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def _flat_params(model: nn.Module) -> torch.Tensor:
-    # The conventions' flat vector: trainable parameters in named_parameters() order, row-major.
-    # (Kept local rather than imported from decaylab.curvature so training does not pull it in.)
-    return torch.cat(
-        [p.detach().reshape(-1) for _, p in model.named_parameters() if p.requires_grad]
-    )
-
-
 def _param_signature(model: nn.Module) -> list[list[Any]]:
     return [[n, list(p.shape)] for n, p in model.named_parameters() if p.requires_grad]
 
@@ -750,7 +743,7 @@ def fit(
 
     def snapshot(s: int) -> None:
         if record_every is not None and (not history.snapshots or history.snapshots[-1][0] != s):
-            history.snapshots.append((s, _flat_params(model).cpu()))
+            history.snapshots.append((s, flatten_params(model).cpu()))
 
     def batch_objective(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         loss = _checked_loss(loss_fn(model(xb), yb))
