@@ -189,18 +189,18 @@ class BasicBlock(nn.Module):
 class CifarResNet18(nn.Module):
     """ResNet-18 for 32x32 inputs: 3x3 stem without max-pool, as usual for CIFAR-10."""
 
-    def __init__(self, n_classes: int = 10) -> None:
+    def __init__(self, n_classes: int = 10, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         layers = []
-        in_planes = 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        in_planes = width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
             blocks = [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)]
             in_planes = planes
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.linear = nn.Linear(512, n_classes)
+        self.linear = nn.Linear(8 * width, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -210,14 +210,23 @@ class CifarResNet18(nn.Module):
 
 
 def cifar_resnet18(
-    device: str | torch.device = "cpu", seed: int = 0, n_samples: int = 2048, epochs: int = 2
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    n_samples: int = 2048,
+    epochs: int = 2,
+    width: int = 64,
+    image_size: int = 32,
 ) -> Workload:
-    """CIFAR-style ResNet-18 (11.2 M parameters) on random CIFAR-shaped inputs, eval mode."""
+    """CIFAR-style ResNet-18 (11.2 M parameters) on random CIFAR-shaped inputs, eval mode.
+
+    ``width`` (64 for ResNet-18) and ``image_size`` shrink it into a CPU-sized stand-in that
+    runs the same code: width 16 on 16x16 inputs has 701,466 parameters.
+    """
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    X = torch.randn(n_samples, 3, 32, 32, generator=generator).to(device)
+    X = torch.randn(n_samples, 3, image_size, image_size, generator=generator).to(device)
     y = torch.randint(0, 10, (n_samples,), generator=generator).to(device)
     torch.manual_seed(seed)
-    model = CifarResNet18().to(device)
+    model = CifarResNet18(width=width).to(device)
     acc = _train(model, X, y, epochs=epochs, batch_size=128, lr=1e-3, seed=seed)
     return Workload(
         name="cifar_resnet18",
@@ -226,8 +235,9 @@ def cifar_resnet18(
         X=X,
         y=y,
         description=(
-            f"CIFAR-style ResNet-18 (BatchNorm in eval mode) on {n_samples} random "
-            f"3x32x32 inputs with random labels, trained {epochs} epochs of Adam"
+            f"CIFAR-style ResNet-18{'' if width == 64 else f' at width {width}'} (BatchNorm in "
+            f"eval mode) on {n_samples} random 3x{image_size}x{image_size} inputs with random "
+            f"labels, trained {epochs} epochs of Adam"
         ),
         train_accuracy=acc,
         notes=["random data: the spectrum is that of a net fitting noise, fine for timing"],

@@ -245,12 +245,54 @@ def test_input_kinds_and_product_count() -> None:
         ({"max_matvecs": 1, "k": 2}, "max_matvecs must be"),
         ({"block_size": 0, "k": 1}, "block_size must be"),
         ({"max_basis": 2, "k": 1}, "max_basis must be"),
+        ({"k": 2, "v0": np.ones(7)}, "v0 must have shape"),
+        ({"k": 2, "v0": np.ones((8, 2, 1))}, "v0 must have shape"),
+        ({"k": 2, "v0": np.full(8, np.nan)}, "v0 must be finite"),
+        ({"k": 2, "v0": np.zeros((8, 2))}, "v0 must not have a zero column"),
+        ({"k": 2, "v0": np.ones((8, 3)), "block_size": 2}, "v0 has 3 columns"),
+        ({"k": 2, "v0": [1.0] * 8}, "v0 must be a torch.Tensor"),
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     A = np.diag(np.arange(8.0))
     with pytest.raises(ValueError, match=match):
         eigen(A, **kwargs)
+
+
+def test_start_vector_on_an_eigenvector_converges_at_once() -> None:
+    rng = np.random.default_rng(7)
+    A = rotated(np.concatenate([[4.0, 3.0], rng.uniform(-1, 1, 198)]), seed=7)
+    q = np.linalg.eigh(A)[1][:, -1]  # numpy's top eigenvector
+    cold = eigen(A, k=1, tol=1e-8)
+    warm = eigen(A, k=1, tol=1e-8, v0=q)
+    assert warm.all_converged and cold.all_converged
+    assert abs(warm.eigenvalues[0].item() - 4.0) < 1e-8
+    assert warm.n_matvecs == 1 < cold.n_matvecs
+
+
+def test_start_block_sets_the_block_size_and_finds_a_triple_eigenvalue() -> None:
+    rng = np.random.default_rng(4)
+    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
+    A = rotated(lam, seed=4)
+    res = eigen(A, k=6, tol=1e-6, v0=rng.standard_normal((300, 3)))
+    assert res.block_size == 3
+    check_certified(A, res, reference(A, 6, "largest"), tol=1e-6)
+    assert res.all_converged
+
+
+def test_warm_start_from_the_previous_spectrum_saves_products() -> None:
+    """Following a slowly changing matrix: start from the last eigenvectors' sum."""
+    rng = np.random.default_rng(8)
+    lam = np.concatenate([40.0 * 0.8 ** np.arange(10), rng.uniform(-3, 3, 1990)])
+    A = rotated(lam, seed=8)
+    E = rng.standard_normal(A.shape) * 2e-3
+    B = A + E + E.T  # the next checkpoint's matrix
+    before = eigen(A, k=10, tol=TOL)
+    cold = eigen(B, k=10, tol=TOL)
+    warm = eigen(B, k=10, tol=TOL, v0=before.eigenvectors.sum(1))
+    check_certified(B, warm, reference(B, 10, "largest"))
+    assert warm.all_converged and cold.all_converged
+    assert warm.n_matvecs < cold.n_matvecs
 
 
 def test_bad_operators() -> None:
