@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -467,18 +469,156 @@ def test_non_finite_product_names_the_parameter():
             op @ torch.ones(op.num_params)
 
 
-def test_auto_falls_back_when_a_backend_fails(digits, monkeypatch):
+# ----------------------------------------------------------------------------- backend="auto"
+
+
+def _slowed(method, seconds):
+    def slow(self, v):
+        time.sleep(seconds)
+        return method(self, v)
+
+    return slow
+
+
+def _tracked_terms(monkeypatch, *classes):
+    """Weak references to every term of ``classes`` built from now on."""
+    refs: list[weakref.ref] = []
+    for cls in classes:
+        init = cls.__init__
+
+        def tracking(self, *args, _init=init, **kwargs):
+            _init(self, *args, **kwargs)
+            refs.append(weakref.ref(self))
+
+        monkeypatch.setattr(cls, "__init__", tracking)
+    return refs
+
+
+@pytest.mark.parametrize("slow", ["rev_rev", "fwd_rev"])
+def test_auto_keeps_the_faster_backend_and_frees_the_other(digits, monkeypatch, slow):
     from decaylab.curvature import operators
 
-    def broken(*args, **kwargs):
+    X, y = digits
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    classes = {"rev_rev": operators._HessRevRev, "fwd_rev": operators._HessFwdRev}
+    # torch's first jvp in a process leaves a reference cycle to that term (freed only by
+    # the garbage collector); pay it here so the references checked below are the operator's.
+    HessianOperator(model, "cross_entropy", (X, y), backend="fwd_rev") @ torch.ones(310)
+    monkeypatch.setattr(classes[slow], "matvec", _slowed(classes[slow].matvec, 0.25))
+    refs = _tracked_terms(monkeypatch, *classes.values())
+    op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    assert len(refs) == 4  # per candidate: a two-sample warm-up, then the timed one; no rebuild
+    fast = "fwd_rev" if slow == "rev_rev" else "rev_rev"
+    assert op.backend == fast
+    assert set(op.backend_timings) == {"rev_rev", "fwd_rev"}
+    assert op.backend_timings[slow] >= 0.25 > op.backend_timings[fast]
+    assert f"chose {fast}" in op.backend_notes[-1] and "agree" in op.backend_notes[-1]
+    assert op.n_matvecs == 0  # the probe products are not counted
+    # The kept first-batch term is the one timed (no rebuild); every other term is gone.
+    # (A fwd_rev term holds nothing between products and is not kept at all.)
+    kept = [r() for r in refs if r() is not None]
+    assert kept == list(op._terms.values())
+    assert len(kept) == (1 if fast == "rev_rev" else 0)
+    V = torch.randn(op.num_params, 3, dtype=torch.float64)
+    scale = H_ref.abs().max() * V.abs().sum(0).max()
+    assert (op.matmat(V) - H_ref @ V).abs().max() <= 1e-12 * scale
+    assert op.n_matvecs == 3
+
+
+def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, monkeypatch):
+    from decaylab.curvature import operators
+
+    X, y = digits
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    init = operators._HessRevRev.__init__
+
+    def slow_build(self, *args, **kwargs):
+        time.sleep(0.25)  # a set-up paid at every product once nothing is cached
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(operators._HessRevRev, "__init__", slow_build)
+    op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64, cache_memory=0)
+    assert op.backend == "fwd_rev" and op.n_cached_batches == 0
+    assert op.backend_timings["rev_rev"] >= 0.25 and "set-up included" in op.backend_notes[-1]
+    v = torch.randn(op.num_params, dtype=torch.float64)
+    assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=1e-12 * H_ref.abs().max() * v.abs().sum())
+    # With the cache open the same slow set-up is paid once, so it is not charged.
+    cached = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    assert cached.backend_timings["rev_rev"] < 0.25
+
+
+def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
+    from decaylab.curvature import operators
+
+    def out_of_memory(self, v):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def unsupported(*args, **kwargs):
         raise RuntimeError("double backward not supported (simulated)")
 
     X, y = digits
-    monkeypatch.setattr(operators._HessRevRev, "__init__", broken)
-    op = HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=torch.float64)
-    assert op.backend == "linearize" and "simulated" in op.backend_notes[0]
-    monkeypatch.setattr(operators._HessLinearized, "__init__", broken)
-    op2 = HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=torch.float64)
-    assert op2.backend == "fwd_rev"
-    V = torch.randn(op.num_params, 3, dtype=torch.float64)
-    assert torch.allclose(op.matmat(V), op2.matmat(V), atol=1e-13)
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    v = torch.randn(H_ref.shape[0], dtype=torch.float64)
+    atol = 1e-12 * H_ref.abs().max() * v.abs().sum()
+    with monkeypatch.context() as patch:
+        patch.setattr(operators._HessFwdRev, "matvec", out_of_memory)
+        refs = _tracked_terms(patch, operators._HessFwdRev)
+        op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+        assert op.backend == "rev_rev" and list(op.backend_timings) == ["rev_rev"]
+        assert any("fwd_rev failed: OutOfMemoryError" in note for note in op.backend_notes)
+        assert "only rev_rev works" in op.backend_notes[-1]
+        assert refs and all(r() is None for r in refs)  # the failed attempt holds nothing
+        assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=atol)
+    with monkeypatch.context() as patch:
+        patch.setattr(operators._HessRevRev, "__init__", unsupported)
+        op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+        assert op.backend == "fwd_rev" and "simulated" in op.backend_notes[0]
+        assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=atol)
+    with monkeypatch.context() as patch:
+        patch.setattr(operators._HessRevRev, "__init__", unsupported)
+        patch.setattr(operators._HessFwdRev, "matvec", out_of_memory)
+        with pytest.raises(RuntimeError, match="simulated"):
+            HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "factor", "refused"),
+    [
+        (torch.float64, 1 + 1e-6, True),
+        (torch.float64, 1 + 1e-12, False),
+        (torch.float32, 1 + 1e-2, True),
+        (torch.float32, 1 + 1e-5, False),
+    ],
+)
+def test_auto_refuses_backends_that_disagree(digits, monkeypatch, dtype, factor, refused):
+    from decaylab.curvature import operators
+
+    matvec = operators._HessFwdRev.matvec
+    monkeypatch.setattr(operators._HessFwdRev, "matvec", lambda self, v: factor * matvec(self, v))
+    X, y = digits
+    if refused:
+        with pytest.raises(ValueError, match="rev_rev products of the same vector differ"):
+            HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=dtype)
+    else:
+        op = HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=dtype)
+        assert op.backend in ("rev_rev", "fwd_rev") and "agree" in op.backend_notes[-1]
+
+
+def test_ggn_auto_keeps_its_order_with_a_one_column_probe(digits, monkeypatch):
+    from decaylab.curvature import operators
+
+    widths = []
+    matvec = operators._GGNLinearized.matvec
+
+    def recording(self, v):
+        widths.append(tuple(v.shape))
+        return matvec(self, v)
+
+    monkeypatch.setattr(operators._GGNLinearized, "matvec", recording)
+    X, y = digits
+    op = GGNOperator(make_mlp(), "cross_entropy", (X[:40], y[:40]), dtype=torch.float64)
+    assert op.backend == "linearize" and op.backend_timings == {}
+    assert widths == [(op.num_params,)] and op.n_matvecs == 0

@@ -14,17 +14,21 @@ where a data set split into batches ``b`` of sizes ``n_b`` is combined as
 
 Products are computed without ever forming the matrix. For every batch the
 primal and gradient passes run once, at construction, and their result is
-cached (memory permitting); each product then costs about one gradient. The
-default backend keeps the gradient's autograd graph (``"rev_rev"``, one backward
-pass per product); ``"linearize"`` keeps :func:`torch.func.linearize` of the
-gradient instead, and ``"fwd_rev"`` recomputes ``jvp(grad)`` every time.
+cached (memory permitting). ``"rev_rev"`` keeps the gradient's autograd graph (one
+backward pass per product); ``"linearize"`` keeps :func:`torch.func.linearize` of the
+gradient instead, and ``"fwd_rev"`` recomputes ``jvp(grad)`` every time. For the
+Hessian, ``backend="auto"`` times one product of ``rev_rev`` and of ``fwd_rev`` on the
+first batch and keeps the faster (which one wins depends on the model and the device).
 ``benchmarks/hvp_backends.py`` measures them; ``docs/curvature.md`` has the numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import time
+import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -65,6 +69,58 @@ DEFAULT_CHUNK_SIZE = 2048
 
 #: Share of the memory free at construction that cached linearizations may take.
 DEFAULT_CACHE_FRACTION = 0.5
+
+#: Largest relative difference ``‖a − b‖ / max(‖a‖, ‖b‖)`` between two backends' products
+#: of the same vector that ``backend="auto"`` puts down to rounding, by dtype.
+AGREEMENT_RTOL = {torch.float64: 1e-8, torch.float32: 1e-3}
+#: The same for float32 on CUDA with TF32 allowed (cuDNN convolutions default to it), whose
+#: 10-bit mantissa makes products differ by ~1e-3 already; and for 16-bit dtypes.
+AGREEMENT_RTOL_TF32 = 5e-2
+AGREEMENT_RTOL_LOW_PRECISION = 1e-1
+
+#: Samples in the small product each "auto" candidate makes before it is timed: it pays
+#: the one-time costs of a backend's first use in the process (measured on CPU: ~0.2 s
+#: for ``jvp``), which would otherwise be charged to whichever candidate runs first.
+WARMUP_SAMPLES = 2
+
+# A backend that cannot handle a model fails with one of these (a CUDA out-of-memory
+# error is a RuntimeError); "auto" skips it.
+_BACKEND_ERRORS = (RuntimeError, NotImplementedError, TypeError, AttributeError)
+
+
+def _tf32_allowed() -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the allow_tf32 flags are deprecated in newer torch
+            return bool(
+                torch.backends.cudnn.allow_tf32
+                or torch.backends.cuda.matmul.allow_tf32
+                or torch.get_float32_matmul_precision() != "highest"
+            )
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: assume the looser arithmetic
+
+
+def _agreement_rtol(dtype: torch.dtype, device: torch.device) -> float:
+    """Relative tolerance within which two backends' products must agree.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cpu = torch.device("cpu")
+    >>> _agreement_rtol(torch.float64, cpu), _agreement_rtol(torch.float32, cpu)
+    (1e-08, 0.001)
+    """
+    if dtype == torch.float32 and device.type == "cuda" and _tf32_allowed():
+        return AGREEMENT_RTOL_TF32
+    return AGREEMENT_RTOL.get(dtype, AGREEMENT_RTOL_LOW_PRECISION)
+
+
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    a64, b64 = a.detach().double(), b.detach().double()
+    scale = max(float(a64.norm()), float(b64.norm()))
+    diff = float((a64 - b64).norm())
+    return 0.0 if diff == 0.0 else diff / scale
 
 
 class HalfMSELoss(nn.Module):
@@ -509,12 +565,18 @@ class CurvatureOperator:
     cache_bytes : int
         Estimated memory held by the cached batches.
     backend_notes : list of str
-        Why ``"auto"`` skipped a backend, and where the cache budget ran out.
+        Why ``"auto"`` skipped a backend, what it measured, and where the cache budget
+        ran out.
+    backend_timings : dict of str to float
+        Seconds of the one product ``"auto"`` timed for each candidate backend on the
+        first batch (set-up included when the cache is closed); empty otherwise.
     """
 
     _kind = "curvature"
-    # Backends "auto" tries, in order, with and without a cache (see subclasses).
-    _auto_order: tuple[str, ...] = ("rev_rev", "linearize", "fwd_rev")
+    # Backends "auto" builds and times on the first batch, keeping the fastest; when
+    # empty, the first backend of the order (with or without a cache) that works is kept.
+    _auto_timed: tuple[str, ...] = ()
+    _auto_order: tuple[str, ...] = ("rev_rev", "fwd_rev")
     _auto_order_uncached: tuple[str, ...] = ("rev_rev", "fwd_rev")
 
     def __init__(
@@ -602,6 +664,7 @@ class CurvatureOperator:
         self.backend = backend
         self._terms: dict[int, _Term] = {}
         self.backend_notes: list[str] = []
+        self.backend_timings: dict[str, float] = {}
 
         error: BaseException | None = None
         try:
@@ -717,28 +780,143 @@ class CurvatureOperator:
     def _make_term(self, backend: str, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term:
         raise NotImplementedError
 
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _forget_failure(self, name: str, exc: BaseException) -> None:
+        """Note why ``name`` failed and let go of what its attempt allocated.
+
+        The traceback's frames hold the half-built term (an autograd graph, activations);
+        clearing them keeps the traceback printable but frees the memory (a CUDA
+        out-of-memory error must not leave the next candidate short of memory).
+        """
+        self.backend_notes.append(f"{name} failed: {type(exc).__name__}: {exc}"[:300])
+        seen: set[int] = set()
+        link: BaseException | None = exc
+        while link is not None and id(link) not in seen:
+            seen.add(id(link))
+            if link.__traceback__ is not None:
+                traceback.clear_frames(link.__traceback__)
+            link = link.__cause__ or link.__context__
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _warm_up(self, name: str, X: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
+        """One product on a few samples, so the timed product pays no first-use costs."""
+        try:
+            self._make_term(name, X[:WARMUP_SAMPLES], y[:WARMUP_SAMPLES], True).matvec(v)
+        except (*_BACKEND_ERRORS, ValueError):
+            pass  # the timed attempt on the whole batch decides whether the backend works
+
     def _probe(self, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term:
-        """Choose the backend on the first batch: the first that builds and multiplies."""
+        """Choose the backend on the first batch and return that batch's term.
+
+        With ``backend="auto"``: the candidates of ``_auto_timed`` are built and timed on
+        one product each (the fastest is kept, the others are freed); when the class
+        times none, the first of ``_auto_order`` that builds and multiplies is kept.
+        Candidates that fail are skipped, with the reason in :attr:`backend_notes`.
+        """
         if self._requested_backend != "auto":
             self.backend = self._requested_backend
             return self._make_term(self.backend, X, y, cached)
-        order = list(self._auto_order if cached else self._auto_order_uncached)
-        probe = torch.randn(
-            self.num_params, 2, generator=torch.Generator().manual_seed(0), dtype=self.dtype
+        v = torch.randn(
+            self.num_params, generator=torch.Generator().manual_seed(0), dtype=self.dtype
         ).to(self.device)
-        last: BaseException | None = None
-        for name in order:
+        errors: list[BaseException] = []
+        if self._auto_timed:
+            term = self._fastest(self._auto_timed, X, y, cached, v, errors)
+            if term is not None:
+                return term
+        else:
+            for name in self._auto_order if cached else self._auto_order_uncached:
+                term = None
+                try:
+                    term = self._make_term(name, X, y, cached)
+                    term.matvec(v)
+                except _BACKEND_ERRORS as exc:
+                    term = None
+                    self._forget_failure(name, exc)
+                    errors.append(exc)
+                    continue
+                self.backend = name
+                return term
+        raise errors[-1]
+
+    def _fastest(
+        self,
+        names: tuple[str, ...],
+        X: torch.Tensor,
+        y: torch.Tensor,
+        cached: bool,
+        v: torch.Tensor,
+        errors: list[BaseException],
+    ) -> _Term | None:
+        """Build each backend in ``names``, time one product with ``v``, keep the fastest.
+
+        Products of the candidates must agree to :func:`_agreement_rtol`, else the
+        model is not deterministic or a backend is wrong for it: ``ValueError``.
+        Returns ``None`` when every candidate fails (their errors appended to ``errors``).
+        """
+        built: dict[str, tuple[_Term, torch.Tensor]] = {}
+        for name in names:
+            term = None
             try:
+                self._warm_up(name, X, y, v)
+                self._synchronize()
+                start = time.perf_counter()
                 term = self._make_term(name, X, y, cached)
-                term.matmat(probe)
-            except (RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
-                self.backend_notes.append(f"{name} failed: {type(exc).__name__}: {exc}"[:300])
-                last = exc
+                self._synchronize()
+                ready = time.perf_counter()
+                product = term.matvec(v).detach()
+                self._synchronize()
+                done = time.perf_counter()
+            except _BACKEND_ERRORS as exc:
+                term = None
+                self._forget_failure(name, exc)
+                errors.append(exc)
                 continue
+            # A cached term's set-up is paid once; an uncached one's at every product.
+            self.backend_timings[name] = done - (ready if term.cached else start)
+            built[name] = (term, product)
+            del term, product
+        if not built:
+            return None
+        timings = ", ".join(f"{name} {self.backend_timings[name]:.3g} s" for name in built)
+        what = "per product" if cached else "per product, set-up included (no cache)"
+        if len(built) == 1:
+            (name,) = built
+            self.backend_notes.append(f"auto: only {name} works here ({timings} {what})")
             self.backend = name
-            return term
-        assert last is not None
-        raise last
+            return built[name][0]
+        names_built = list(built)
+        reference = built[names_built[0]][1]
+        rtol = _agreement_rtol(self.dtype, self.device)
+        agreement = ""
+        for other in names_built[1:]:
+            product = built[other][1]
+            if not (torch.isfinite(reference).all() and torch.isfinite(product).all()):
+                agreement = "; agreement not checked (non-finite products)"
+                continue
+            difference = _relative_difference(reference, product)
+            if difference > rtol:
+                raise ValueError(
+                    f"backend='auto': the {names_built[0]} and {other} products of the same "
+                    f"vector differ by a relative {difference:.3g}, above the {rtol:g} that "
+                    f"{self.dtype} rounding allows. The model is not deterministic (random "
+                    "layers, data-dependent control flow) or a backend is wrong for it; "
+                    "check a small case against dense_hessian and pass an explicit backend"
+                )
+            agreement += f"; {names_built[0]} and {other} agree to {difference:.1g}"
+        self.backend = min(built, key=self.backend_timings.__getitem__)
+        self.backend_notes.append(
+            f"auto: one product on the first batch took {timings} ({what}){agreement}; "
+            f"chose {self.backend}"
+        )
+        term = built.pop(self.backend)[0]
+        built.clear()  # the others' graphs and activations go now
+        return term
 
     def _setup(self) -> None:
         budget = self._cache_memory
@@ -1025,11 +1203,24 @@ class HessianOperator(CurvatureOperator):
     backend : {"auto", "rev_rev", "linearize", "fwd_rev"}
         ``"rev_rev"`` is double backward with ``torch.autograd`` on the gradient graph
         cached per batch (recomputed for batches past the memory bound);
-        ``"linearize"`` caches :func:`torch.func.linearize` of the gradient per batch
-        (several seconds of tracing each, same per-product cost); ``"fwd_rev"``
-        recomputes ``jvp(grad)`` at each product. ``"auto"`` takes the first that builds
-        and multiplies on the first batch, in the order rev_rev, linearize, fwd_rev
-        (reasons for skipping one are kept in ``backend_notes``).
+        ``"linearize"`` caches :func:`torch.func.linearize` of the gradient per batch;
+        ``"fwd_rev"`` recomputes ``jvp(grad)`` at each product. ``"auto"`` builds
+        ``fwd_rev`` and ``rev_rev`` on the first batch, times one product of each with
+        the same random vector (after a warm-up product on two samples, which pays
+        one-time costs), keeps the faster and frees the other; the seconds go to
+        ``backend_timings`` and ``backend_notes``. Which one wins depends on the model
+        and device (``rev_rev`` on a small CPU CNN, ``fwd_rev`` for a ResNet-18 on a
+        GPU). The two products must agree to rounding (relative ``1e-3`` in float32,
+        ``5e-2`` with TF32 on CUDA, ``1e-8`` in float64), else ``ValueError``: the
+        model is not deterministic or a backend is wrong for it. A candidate that
+        fails to build or multiply (unsupported op, CUDA out of memory) is skipped
+        with a note; if one candidate works it is taken. ``"linearize"`` is never
+        chosen by ``"auto"``: its products can be the cheapest, but its tracing costs
+        seconds per batch, which only pays over many products at fixed weights, and
+        the operator does not know how many will come; request it explicitly then.
+        The probe products are not counted in :attr:`n_matvecs`. Under
+        ``torch.distributed`` each rank times its own shard and may choose differently
+        (the products agree to rounding).
     chunk_size : int or None
         In-memory ``(X, y)`` data is split into chunks of this many samples (default 2048).
     max_cached_batches : int or None
@@ -1037,7 +1228,7 @@ class HessianOperator(CurvatureOperator):
     cache_memory : float or None
         Byte budget for cached linearizations (default: half the memory free at
         construction, on the GPU or in RAM). Batches past the budget are recomputed
-        with ``fwd_rev`` at each product.
+        at each product (``rev_rev`` from scratch; ``fwd_rev`` under ``linearize``).
     vmap_chunk : int or None
         Columns pushed through :func:`torch.func.vmap` at once in :meth:`matmat`.
     check_deterministic : bool
@@ -1061,11 +1252,12 @@ class HessianOperator(CurvatureOperator):
     """
 
     _kind = "Hessian"
-    # Cached double backward first: per product it costs what a cached linearization
-    # costs (benchmarks/hvp_backends.py), its set-up is ~7x cheaper, and it needs only
-    # autograd, so it works for every model that trains.
-    _auto_order = ("rev_rev", "linearize", "fwd_rev")
-    _auto_order_uncached = ("rev_rev", "fwd_rev")
+    # No fixed order wins everywhere: one product took 0.17 s by rev_rev and 0.26 s by
+    # fwd_rev for a 1-D CNN on CPU, but 0.42 s and 0.255 s for a ResNet-18 on an H200
+    # (benchmarks/results/gpu_diagnose_h200.log). Both are cheap to build, so "auto" times
+    # them. fwd_rev first: its term holds no memory between products, so the peak is that
+    # of the larger candidate, not of both together.
+    _auto_timed = ("fwd_rev", "rev_rev")
 
     def _make_term(self, backend: str, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term:
         loss_of_w = partial(_loss_closure, self, X, y)
@@ -1106,7 +1298,8 @@ class GGNOperator(CurvatureOperator):
     product and one vector-Jacobian product. ``"auto"`` takes ``"linearize"`` first
     here: the forward pass is linearized once per batch (``J v`` then costs about a
     forward pass) and its autograd graph kept for ``Jᵀ u``; then ``"rev_rev"`` (the
-    double-vjp trick on the kept graph), then ``"fwd_rev"``.
+    double-vjp trick on the kept graph), then ``"fwd_rev"``: the first that builds and
+    multiplies one vector on the first batch is kept (no timing here, unlike the Hessian).
 
     Examples
     --------
