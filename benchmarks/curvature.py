@@ -48,7 +48,7 @@ import torch
 from torch.func import functional_call, grad, jvp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workloads import WORKLOADS, Workload  # noqa: E402
+from workloads import KERNEL_SETTINGS, WORKLOADS, Workload, kernel_setting  # noqa: E402
 
 K = 10
 TOL = 1e-3
@@ -624,6 +624,16 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=K, help="eigenpairs (10; smaller for smoke tests)")
     parser.add_argument("--resnet-samples", type=int, default=2048)
+    parser.add_argument(
+        "--resnet-width", type=int, default=64, help="64: ResNet-18; 16: a CPU-sized stand-in"
+    )
+    parser.add_argument("--resnet-image-size", type=int, default=32, help="32: CIFAR-shaped")
+    parser.add_argument(
+        "--kernel-setting",
+        choices=KERNEL_SETTINGS,
+        default="default",
+        help="cuDNN autotuning and/or channels_last for every tool (benchmarks/gpu_diagnose.py)",
+    )
     parser.add_argument("--tag", default=None, help="file name suffix (default: the device type)")
     args = parser.parse_args([] if argv is None else argv)
     K = args.k
@@ -648,13 +658,18 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
     for name in workloads:
         kwargs = {"device": device, "seed": args.seed}
         if name == "cifar_resnet18":
-            kwargs["n_samples"] = args.resnet_samples
+            kwargs.update(
+                n_samples=args.resnet_samples,
+                width=args.resnet_width,
+                image_size=args.resnet_image_size,
+            )
         wl = WORKLOADS[name](**kwargs)
         tools = list(args.tools or ALL_TOOLS)
         if name == "cifar_resnet18" and args.tools is None:
             # PyHessian needs ~115 s here on an H200 (issue 3); its anchor is quoted instead.
             tools = [t for t in tools if t != "pyhessian"]
-        report["workloads"].append(bench_workload(wl, tools, repeats, args.seed, log))
+        with kernel_setting(args.kernel_setting, wl) as view:
+            report["workloads"].append(bench_workload(view, tools, repeats, args.seed, log))
         del wl
         if device.type == "cuda":
             torch.cuda.empty_cache()

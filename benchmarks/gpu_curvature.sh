@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The one prepared GPU run of the curvature benchmark (issue 3, ResNet-18 workload).
+# The one prepared GPU run for issue 3's ResNet-18 target (about 8 minutes on an H200).
 #
 # Run from the repository root on a CUDA machine that has torch but no decaylab install:
 #     OUT=/some/dir bash benchmarks/gpu_curvature.sh
 # The comparison tools are installed from wheels in .whl/ when they are there (no network
-# needed); without them only decaylab runs. Results land in $OUT as curvature_cuda.{json,md}.
+# needed); without them only decaylab runs. Results land in $OUT:
+#   gpu_diagnose.{json,log}     product cost per backend under each cuDNN / memory-format
+#                               setting, and eigen under the cheapest one;
+#   curvature_cuda.{json,md}    decaylab, curvlinops + eigsh and hessian-eigenthings side by
+#                               side on the ResNet-18 with PyTorch's default settings;
+#   curvature_cuda_tuned.*      the same under the setting gpu_diagnose found cheapest.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-benchmarks/results}
@@ -18,9 +23,18 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
     | tee "$OUT/nvidia_smi.txt"
 python3 -c "import torch, scipy, numpy; print('torch', torch.__version__, 'scipy', scipy.__version__, 'numpy', numpy.__version__)"
-# ResNet-18 first, in its own process, so its results are written whatever happens next.
-timeout "${RESNET_TIMEOUT:-330}" python3 benchmarks/curvature.py --device cuda --out "$OUT" \
-    --workloads cifar_resnet18 "$@" 2>&1 | tee "$OUT/curvature_cuda.log"
-# The two CPU workloads on the GPU as well (cheap there), with all four tools.
-timeout "${SMALL_TIMEOUT:-150}" python3 benchmarks/curvature.py --device cuda --out "$OUT" \
-    --workloads digits_mlp mnist1d_cnn --tag cuda_small 2>&1 | tee "$OUT/curvature_cuda_small.log"
+# 1. Where the time goes: gradient and product costs, then eigen under the cheapest setting.
+timeout "${DIAGNOSE_TIMEOUT:-200}" python3 benchmarks/gpu_diagnose.py \
+    --json "$OUT/gpu_diagnose.json" 2>&1 | tee "$OUT/gpu_diagnose.log"
+SETTING=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['cheapest_product']['setting'])" \
+    "$OUT/gpu_diagnose.json" 2>/dev/null || echo default)
+# 2. Side by side, PyTorch defaults (PyHessian left out: 115 s in issue 3).
+TOOLS="decaylab curvlinops+eigsh hessian-eigenthings"
+timeout "${RESNET_TIMEOUT:-150}" python3 benchmarks/curvature.py --device cuda --out "$OUT" \
+    --workloads cifar_resnet18 --repeats 1 --tools $TOOLS "$@" 2>&1 | tee "$OUT/curvature_cuda.log"
+# 3. Side by side under the cheapest setting, when it is not the default.
+if [ "$SETTING" != "default" ]; then
+    timeout "${RESNET_TIMEOUT:-150}" python3 benchmarks/curvature.py --device cuda --out "$OUT" \
+        --workloads cifar_resnet18 --repeats 1 --tools $TOOLS --kernel-setting "$SETTING" \
+        --tag cuda_tuned "$@" 2>&1 | tee "$OUT/curvature_cuda_tuned.log"
+fi

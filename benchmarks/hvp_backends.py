@@ -1,72 +1,88 @@
 """Cost of one curvature-vector product per backend, relative to one gradient.
 
-Workload: a 1-D CNN (about 86k parameters) on MNIST-1D generated offline
-(``mnist1d.make_dataset``; 5,000 samples), or random data with ``--data random``.
+Workloads come from ``benchmarks/workloads.py`` (the same trained models and data as
+``benchmarks/curvature.py``): the digits MLP (4,810 parameters), the MNIST-1D CNN (85,930
+parameters, 5,000 samples generated offline) and the CIFAR-style ResNet-18, here by default
+as a CPU-sized stand-in (width 16 on 16x16 inputs, 701,466 parameters, 512 samples; the same
+code as the 11.2 M-parameter network, which ``--resnet-width 64 --resnet-image-size 32
+--resnet-samples 2048`` gives back).
 
-    .venv/bin/python benchmarks/hvp_backends.py --threads 1 [--device cpu] [--repeats 5] \
-        [--json out.json]
+For each workload and each backend of ``HessianOperator`` (``rev_rev``, its uncached variant,
+``fwd_rev``, ``linearize``) and of ``GGNOperator`` (``linearize``, ``rev_rev``, ``fwd_rev``),
+plus each operator's ``"auto"`` (its choice recorded as ``backend_in_use``, its probing in
+``build_s``), it records
 
-Prints, for each backend, the one-off setup time, the best time of one product and
-of one column of a 10-column block (``matmat``), and each one's cost relative to
-one gradient over the same data (median over back-to-back product/gradient pairs).
+- ``build_s``: constructing the operator (the per-batch primal/gradient passes and tracing);
+- ``first_product_s``: the first product after construction (lazy work shows up here);
+- ``product_s``: the best of ``--repeats`` products;
+- ``block_column_s``: the best time of a ``--block``-column ``matmat``, divided by the columns;
+- ``product_over_gradient`` and ``block_column_over_gradient``: the median over back-to-back
+  pairs of (product time / gradient time), the gradient being one ``torch.autograd.grad`` of
+  the mean loss over all the data; pairing keeps the ratio meaningful on a machine whose load
+  changes from second to second;
+- ``rel_diff_to_autograd``: ``||op v - r|| / ||r||`` for the first product, ``r`` computed
+  independently of decaylab (Hessian: double backward of the full-data mean loss with
+  ``torch.autograd``; GGN: ``Jᵀ H_f J v`` with ``torch.func``), so a fast but wrong backend
+  shows.
+
+Usage::
+
+    .venv/bin/python benchmarks/hvp_backends.py --out benchmarks/results       # CPU, all three
+    .venv/bin/python benchmarks/hvp_backends.py --device cuda --resnet-width 64 \\
+        --resnet-image-size 32 --resnet-samples 2048 --workloads cifar_resnet18 --out DIR
+
+Writes ``hvp_backends_<tag>.json`` and ``hvp_backends_<tag>.md`` (tag: the device type).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import sys
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from torch import nn
+from torch.func import functional_call, jvp, vjp
 
 from decaylab.curvature.operators import GGNOperator, HessianOperator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from curvature import machine_info  # noqa: E402
+from workloads import WORKLOADS, Workload  # noqa: E402
 
-def make_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 40)),
-        nn.Conv1d(1, 32, 5, padding=2),
-        nn.ReLU(),
-        nn.Conv1d(32, 64, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool1d(2),
-        nn.Conv1d(64, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool1d(2),
-        nn.Flatten(),
-        nn.Linear(640, 96),
-        nn.ReLU(),
-        nn.Linear(96, 10),
-    )
-
-
-def load_data(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if kind == "mnist1d":
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        args = get_dataset_args()
-        args.num_samples = max(n, 100) * 5 // 4 + 1
-        d = make_dataset(args)  # generated locally, no download
-        X = torch.tensor(d["x"], dtype=torch.float32)[:n]
-        y = torch.tensor(d["y"], dtype=torch.long)[:n]
-        return X, y
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(n, 40, generator=g), torch.randint(0, 10, (n,), generator=g)
+#: (operator, backend, extra constructor arguments) in the order they run.
+CONFIGS: tuple[tuple[str, str, dict], ...] = (
+    ("Hessian", "rev_rev", {}),
+    ("Hessian", "rev_rev", {"max_cached_batches": 0}),
+    ("Hessian", "fwd_rev", {}),
+    ("Hessian", "linearize", {}),
+    ("Hessian", "auto", {}),
+    ("GGN", "linearize", {}),
+    ("GGN", "rev_rev", {}),
+    ("GGN", "fwd_rev", {}),
+    ("GGN", "auto", {}),
+)
+OPERATORS = {"Hessian": HessianOperator, "GGN": GGNOperator}
 
 
-def _wall(fn: Callable[[], object], device: torch.device) -> float:
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _wall(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    _sync(device)
     start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
 
 
-def paired_ratio(
+def paired(
     fn: Callable[[], object],
     reference: Callable[[], object],
     repeats: int,
@@ -75,14 +91,12 @@ def paired_ratio(
 ) -> tuple[float, float]:
     """Median of ``time(fn) / time(reference)`` over back-to-back pairs, and the best ``fn`` time.
 
-    Timing each product right next to a gradient keeps the ratio meaningful on a
-    machine whose load changes from second to second. Every reference time is
-    appended to ``reference_times``.
+    Every reference time is appended to ``reference_times``.
     """
     ratios, best = [], float("inf")
     for _ in range(repeats):
-        t_ref = _wall(reference, device)
-        t_fn = _wall(fn, device)
+        t_ref, _ = _wall(reference, device)
+        t_fn, _ = _wall(fn, device)
         reference_times.append(t_ref)
         ratios.append(t_fn / t_ref)
         best = min(best, t_fn)
@@ -90,116 +104,270 @@ def paired_ratio(
     return ratios[len(ratios) // 2], best
 
 
-def main() -> None:
+# -------------------------------------------------------------------------------------------
+# Independent products (torch only, no decaylab) to check every backend's answer.
+# -------------------------------------------------------------------------------------------
+
+
+def _trainable(wl: Workload) -> tuple[list[str], list[torch.Tensor]]:
+    named = [(n, p) for n, p in wl.model.named_parameters() if p.requires_grad]
+    return [n for n, _ in named], [p for _, p in named]
+
+
+def autograd_hvp(wl: Workload, v: torch.Tensor) -> torch.Tensor:
+    """``H v`` of the full-data mean loss by double backward through one batch of everything."""
+    _, params = _trainable(wl)
+    loss = wl.loss_fn(wl.model(wl.X), wl.y)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    pieces = torch.split(v, [p.numel() for p in params])
+    dot = sum((g * u.view_as(g)).sum() for g, u in zip(grads, pieces, strict=True))
+    out = torch.autograd.grad(dot, params)
+    return torch.cat([t.reshape(-1) for t in out]).detach()
+
+
+def func_ggn_vp(wl: Workload, v: torch.Tensor) -> torch.Tensor:
+    """``Jᵀ (∇²_f L) J v`` of the full-data mean loss with ``torch.func`` (jvp, hvp, vjp)."""
+    names, params = _trainable(wl)
+    frozen = [(n, p.detach()) for n, p in wl.model.named_parameters() if not p.requires_grad]
+    others = dict(frozen + list(wl.model.named_buffers()))
+    primals = tuple(p.detach() for p in params)
+    pieces = torch.split(v, [p.numel() for p in params])
+    tangents = tuple(u.view_as(p) for u, p in zip(pieces, params, strict=True))
+
+    def output(*ws: torch.Tensor) -> torch.Tensor:
+        return functional_call(wl.model, {**dict(zip(names, ws, strict=True)), **others}, (wl.X,))
+
+    f0, Jv = jvp(output, primals, tangents)
+
+    def loss_grad(f: torch.Tensor) -> torch.Tensor:
+        return torch.func.grad(lambda g: wl.loss_fn(g, wl.y))(f)
+
+    _, HJv = jvp(loss_grad, (f0,), (Jv,))
+    _, pullback = vjp(output, *primals)
+    return torch.cat([t.reshape(-1) for t in pullback(HJv)]).detach()
+
+
+# -------------------------------------------------------------------------------------------
+# The run.
+# -------------------------------------------------------------------------------------------
+
+
+def _label(backend: str, extra: dict) -> str:
+    if extra == {"max_cached_batches": 0}:
+        return f"{backend} (uncached)"
+    return backend + "".join(f" {k}={v}" for k, v in extra.items())
+
+
+def bench_workload(
+    wl: Workload,
+    repeats: int,
+    block: int,
+    block_repeats: int,
+    log: Callable[[str], None],
+    configs: tuple[tuple[str, str, dict], ...] = CONFIGS,
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Time every backend on one workload; returns the summary and each backend's ``op @ v``."""
+    device = wl.X.device
+    _, params = _trainable(wl)
+
+    def gradient() -> None:
+        torch.autograd.grad(wl.loss_fn(wl.model(wl.X), wl.y), params)
+
+    gradient()  # warm-up (allocator, kernels)
+    grad_times = [_wall(gradient, device)[0] for _ in range(repeats)]
+    log(f"[{wl.name}] P={wl.n_params:,} N={wl.n_samples:,}; gradient {min(grad_times):.4f} s")
+
+    generator = torch.Generator().manual_seed(0)
+    v = torch.randn(wl.n_params, generator=generator).to(device)
+    V = torch.randn(wl.n_params, block, generator=generator).to(device)
+    references = {"Hessian": autograd_hvp(wl, v), "GGN": func_ggn_vp(wl, v)}
+
+    rows, products = [], {}
+    for kind, backend, extra in configs:
+        label = _label(backend, extra)
+        row: dict = {"operator": kind, "backend": label}
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        try:
+            build_s, op = _wall(
+                lambda kind=kind, backend=backend, extra=extra: OPERATORS[kind](
+                    wl.model, wl.loss_fn, (wl.X, wl.y), backend=backend, **extra
+                ),
+                device,
+            )
+            first_s, first = _wall(lambda op=op: op @ v, device)
+            ref = references[kind]
+            rel = float((first - ref).norm() / ref.norm())
+            r_vec, t_vec = paired(lambda op=op: op @ v, gradient, repeats, device, grad_times)
+            r_blk, t_blk = paired(
+                lambda op=op: op.matmat(V), gradient, block_repeats, device, grad_times
+            )
+        except Exception as exc:  # a backend that fails is reported, the others still run
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            row["traceback"] = traceback.format_exc(limit=6)
+            log(f"[{wl.name}] {kind} {label} FAILED: {row['error']}")
+            rows.append(row)
+            continue
+        row.update(
+            backend_in_use=op.backend,
+            build_s=build_s,
+            first_product_s=first_s,
+            product_s=t_vec,
+            product_over_gradient=r_vec,
+            block_column_s=t_blk / block,
+            block_column_over_gradient=r_blk / block,
+            rel_diff_to_autograd=rel,
+            cached_batches=op.n_cached_batches,
+            batches=op.n_batches,
+            backend_notes=list(op.backend_notes),
+            backend_timings=dict(getattr(op, "backend_timings", {})),
+        )
+        products[f"{kind} {label}"] = first.detach().cpu()
+        if backend == "auto":
+            label = f"auto -> {op.backend}"
+        log(
+            f"[{wl.name}] {kind:<7} {label:<20} build {build_s:7.3f} s  first {first_s:7.3f} s  "
+            f"product {t_vec:7.4f} s ({r_vec:.2f}x)  column {t_blk / block:7.4f} s "
+            f"({r_blk / block:.2f}x)  rel. diff {rel:.1e}"
+        )
+        rows.append(row)
+        del op, first
+    t_grad = min(grad_times)
+    for row in rows:
+        if "product_s" in row:
+            row["product_best_over_gradient_best"] = row["product_s"] / t_grad
+            row["block_column_best_over_gradient_best"] = row["block_column_s"] / t_grad
+    summary = {
+        "workload": wl.name,
+        "description": wl.description,
+        "n_params": wl.n_params,
+        "n_samples": wl.n_samples,
+        "gradient_s": t_grad,
+        "gradient_s_all": grad_times,
+        "rows": rows,
+    }
+    return summary, products
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Curvature-vector products per backend, relative to one gradient",
+        "",
+        f"Machine: {m.get('gpu') or m['cpu']} ({m['device']}); {m['logical_cores']} logical "
+        f"cores, torch {m['torch']} with {report['threads']} thread(s).",
+        f"Command: `{report['command']}`",
+        "",
+        "Ratios are medians over back-to-back (gradient, product) pairs, the gradient being one "
+        "`torch.autograd.grad` of the mean loss over all the data; seconds are the best of "
+        f"{report['repeats']} products ({report['block_repeats']} blocks of {report['block']} "
+        "columns). 'rel. diff' compares the first product with an independent torch product "
+        "(double backward for the Hessian, `Jᵀ H_f J v` with `torch.func` for the GGN).",
+    ]
+    for w in report["workloads"]:
+        lines += [
+            "",
+            f"## {w['workload']}: {w['n_params']:,} parameters, {w['n_samples']:,} samples",
+            "",
+            f"{w['description']}. One gradient: {w['gradient_s']:.4f} s (best).",
+            "",
+            "| operator | backend | build s | first product s | product s | product / gradient "
+            "| column of block s | column / gradient | rel. diff | cached batches |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in w["rows"]:
+            if "error" in r:
+                failed = f"failed: {r['error'][:80]}"
+                lines.append(f"| {r['operator']} | {r['backend']} | {failed} | | | | | | | |")
+                continue
+            backend = r["backend"]
+            if backend == "auto":
+                backend = f"auto → {r['backend_in_use']}"
+            lines.append(
+                f"| {r['operator']} | {backend} | {r['build_s']:.3f} | "
+                f"{r['first_product_s']:.4f} | {r['product_s']:.4f} | "
+                f"{r['product_over_gradient']:.2f} | {r['block_column_s']:.4f} | "
+                f"{r['block_column_over_gradient']:.2f} | {r['rel_diff_to_autograd']:.1e} | "
+                f"{r['cached_batches']}/{r['batches']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = None) -> dict:
+    """Run the benchmark; ``argv`` as on the command line (``None``: the defaults).
+
+    Returns the report written to JSON, plus ``report["products"][workload][backend]``, each
+    backend's first product ``op @ v`` (kept out of the JSON), for callers that check them.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(out_dir))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data", default="mnist1d", choices=["mnist1d", "random"])
-    parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--block", type=int, default=10)
-    parser.add_argument("--json", default=None)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (1 is steadiest on a busy machine)"
+        "--workloads", nargs="+", choices=sorted(WORKLOADS), default=sorted(WORKLOADS)
     )
-    args = parser.parse_args()
-    if args.threads is not None:
+    parser.add_argument("--repeats", type=int, default=5, help="products (and gradients) timed")
+    parser.add_argument("--block", type=int, default=10, help="columns of the matmat block")
+    parser.add_argument("--block-repeats", type=int, default=2, help="blocks timed")
+    parser.add_argument("--resnet-width", type=int, default=16, help="64 for ResNet-18")
+    parser.add_argument("--resnet-image-size", type=int, default=16, help="32 for CIFAR")
+    parser.add_argument("--resnet-samples", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: steadiest on a shared machine; 0 keeps torch's default)",
+    )
+    parser.add_argument("--tag", default=None, help="file name suffix (default: the device type)")
+    args = parser.parse_args([] if argv is None else argv)
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = make_cnn().to(device).eval()
-    X, y = load_data(args.data, args.n)
-    X, y = X.to(device), y.to(device)
-    loss_fn = nn.CrossEntropyLoss()
-    P = sum(p.numel() for p in model.parameters())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    def gradient() -> None:
-        model.zero_grad(set_to_none=True)
-        loss_fn(model(X), y).backward()
+    def log(msg: str) -> None:
+        print(msg, flush=True)
 
-    gradient()
-    grad_times = [_wall(gradient, device) for _ in range(args.repeats)]
-    t_grad = min(grad_times)
-    print(f"device={device} threads={torch.get_num_threads()} P={P} N={args.n} data={args.data}")
-    print(f"one gradient over all data: {t_grad:.4f} s")
-    header = f"{'operator':<9} {'backend':<30} {'setup s':>8} {'product s':>10} {'ratio':>6}"
-    header += f" {'col of block s':>15} {'ratio':>6}"
-    print(header)
-
-    v = torch.randn(P, device=device)
-    V = torch.randn(P, args.block, device=device)
-    rows = []
-    configs = [
-        ("Hessian", "linearize", {}),
-        ("Hessian", "linearize", {"chunk_size": None}),
-        ("Hessian", "fwd_rev", {}),
-        ("Hessian", "rev_rev", {}),
-        ("Hessian", "rev_rev", {"chunk_size": None}),
-        ("Hessian", "rev_rev", {"max_cached_batches": 0}),
-        ("GGN", "linearize", {}),
-        ("GGN", "fwd_rev", {}),
-        ("GGN", "rev_rev", {}),
-    ]
-    for kind, backend, extra in configs:
-        cls = HessianOperator if kind == "Hessian" else GGNOperator
-        start = time.perf_counter()
-        op = cls(model, loss_fn, (X, y), backend=backend, **extra)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        setup = time.perf_counter() - start
-        op @ v  # warm-up
-        r_vec, t_vec = paired_ratio(
-            lambda op=op, v=v: op @ v, gradient, args.repeats, device, grad_times
-        )
-        r_blk, t_blk = paired_ratio(
-            lambda op=op, V=V: op.matmat(V), gradient, max(2, args.repeats // 2), device, grad_times
-        )
-        t_col, r_col = t_blk / args.block, r_blk / args.block
-        label = backend + (
-            "" if not extra else " " + ",".join(f"{key}={val}" for key, val in extra.items())
-        )
-        print(
-            f"{kind:<9} {label:<30} {setup:>8.3f} {t_vec:>10.4f} {r_vec:>6.2f}"
-            f" {t_col:>15.4f} {r_col:>6.2f}"
-        )
-        rows.append(
-            {
-                "operator": kind,
-                "backend": label,
-                "setup_s": setup,
-                "product_s": t_vec,
-                "product_over_gradient": r_vec,
-                "block_column_s": t_col,
-                "block_column_over_gradient": r_col,
-                "cached_batches": op.n_cached_batches,
-                "batches": op.n_batches,
-            }
-        )
-        del op
-    t_grad = min(grad_times)
-    print(f"\nbest gradient over the whole run: {t_grad:.4f} s; best-time ratios:")
-    for row in rows:
-        row["product_best_over_gradient_best"] = row["product_s"] / t_grad
-        row["block_column_best_over_gradient_best"] = row["block_column_s"] / t_grad
-        print(
-            f"{row['operator']:<9} {row['backend']:<30} product {row['product_s'] / t_grad:5.2f}"
-            f"  block column {row['block_column_s'] / t_grad:5.2f}"
-        )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "device": str(device),
-                    "threads": torch.get_num_threads(),
-                    "P": P,
-                    "N": args.n,
-                    "gradient_s": t_grad,
-                    "rows": rows,
-                },
-                fh,
-                indent=2,
+    report: dict = {
+        "benchmark": "hvp_backends",
+        "command": "python benchmarks/hvp_backends.py " + " ".join(argv or []),
+        "machine": machine_info(device),
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "block": args.block,
+        "block_repeats": args.block_repeats,
+        "workloads": [],
+    }
+    products: dict[str, dict[str, torch.Tensor]] = {}
+    for name in args.workloads:
+        kwargs: dict = {"device": device, "seed": args.seed}
+        if name == "cifar_resnet18":
+            kwargs.update(
+                n_samples=args.resnet_samples,
+                width=args.resnet_width,
+                image_size=args.resnet_image_size,
             )
+        wl = WORKLOADS[name](**kwargs)
+        summary, products[name] = bench_workload(
+            wl, args.repeats, args.block, args.block_repeats, log
+        )
+        report["workloads"].append(summary)
+        del wl
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    tag = args.tag or device.type
+    (out / f"hvp_backends_{tag}.json").write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    (out / f"hvp_backends_{tag}.md").write_text(text)
+    print(text)
+    report["products"] = products
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    main(argv=sys.argv[1:])

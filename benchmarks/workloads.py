@@ -18,7 +18,9 @@ same objective ``J(w) = (1/N) sum_n CE(f(x_n; w), y_n)`` on one full batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -242,6 +244,31 @@ def cifar_resnet18(
         train_accuracy=acc,
         notes=["random data: the spectrum is that of a net fitting noise, fine for timing"],
     )
+
+
+#: What a user can set for convolution speed without touching the math: cuDNN autotuning
+#: (``torch.backends.cudnn.benchmark``) and NHWC tensors (``torch.channels_last``).
+KERNEL_SETTINGS = ("default", "cudnn_benchmark", "channels_last", "both")
+
+
+@contextlib.contextmanager
+def kernel_setting(name: str, wl: Workload) -> Iterator[Workload]:
+    """Apply a setting to cuDNN and to (a view of) the workload; undo it afterwards.
+
+    The memory format only concerns 4-D tensors (images); other workloads are left as they are.
+    """
+    if name not in KERNEL_SETTINGS:
+        raise ValueError(f"kernel setting must be one of {KERNEL_SETTINGS}, got {name!r}")
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = name in ("cudnn_benchmark", "both")
+    fmt = torch.channels_last if name in ("channels_last", "both") else torch.contiguous_format
+    wl.model.to(memory_format=fmt)
+    X = wl.X.contiguous(memory_format=fmt) if wl.X.ndim == 4 else wl.X
+    try:
+        yield replace(wl, X=X, notes=[*wl.notes, f"kernel setting: {name}"])
+    finally:
+        torch.backends.cudnn.benchmark = saved
+        wl.model.to(memory_format=torch.contiguous_format)
 
 
 WORKLOADS = {
