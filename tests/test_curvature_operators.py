@@ -508,22 +508,27 @@ def test_auto_keeps_the_faster_backend_and_frees_the_other(digits, monkeypatch, 
     monkeypatch.setattr(classes[slow], "matvec", _slowed(classes[slow].matvec, 0.25))
     refs = _tracked_terms(monkeypatch, *classes.values())
     op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
-    assert len(refs) == 4  # per candidate: a two-sample warm-up, then the timed one; no rebuild
+    assert len(refs) == 3  # a two-sample warm-up per candidate, then rev_rev's cached term
+    assert op.backend == "rev_rev" and op.backend_timings == {} and op.n_matvecs == 0
+    # The first two products decide; they are real products (counted, and right).
+    V = torch.randn(op.num_params, 2, dtype=torch.float64)
+    scale = H_ref.abs().max() * V.abs().sum(0).max()
+    for j in range(2):
+        assert (op @ V[:, j] - H_ref @ V[:, j]).abs().max() <= 1e-12 * scale
+    assert op.n_matvecs == 2
     fast = "fwd_rev" if slow == "rev_rev" else "rev_rev"
     assert op.backend == fast
     assert set(op.backend_timings) == {"rev_rev", "fwd_rev"}
     assert op.backend_timings[slow] >= 0.25 > op.backend_timings[fast]
     assert f"chose {fast}" in op.backend_notes[-1] and "agree" in op.backend_notes[-1]
-    assert op.n_matvecs == 0  # the probe products are not counted
-    # The kept first-batch term is the one timed (no rebuild); every other term is gone.
-    # (A fwd_rev term holds nothing between products and is not kept at all.)
+    # rev_rev's cached term stays only if rev_rev won; nothing else is held.
     kept = [r() for r in refs if r() is not None]
     assert kept == list(op._terms.values())
     assert len(kept) == (1 if fast == "rev_rev" else 0)
-    V = torch.randn(op.num_params, 3, dtype=torch.float64)
-    scale = H_ref.abs().max() * V.abs().sum(0).max()
-    assert (op.matmat(V) - H_ref @ V).abs().max() <= 1e-12 * scale
-    assert op.n_matvecs == 3
+    assert op.n_cached_batches == len(kept)
+    W = op.matmat(V)
+    assert (W - H_ref @ V).abs().max() <= 1e-12 * scale
+    assert op.n_matvecs == 4
 
 
 def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, monkeypatch):
@@ -539,13 +544,17 @@ def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, monkeypa
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(operators._HessRevRev, "__init__", slow_build)
+    v = torch.randn(H_ref.shape[0], 2, dtype=torch.float64)
+    atol = 1e-12 * H_ref.abs().max() * v.abs().sum()
     op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64, cache_memory=0)
-    assert op.backend == "fwd_rev" and op.n_cached_batches == 0
-    assert op.backend_timings["rev_rev"] >= 0.25 and "set-up included" in op.backend_notes[-1]
-    v = torch.randn(op.num_params, dtype=torch.float64)
-    assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=1e-12 * H_ref.abs().max() * v.abs().sum())
-    # With the cache open the same slow set-up is paid once, so it is not charged.
+    assert op.n_cached_batches == 0
+    for j in range(2):
+        assert torch.allclose(op @ v[:, j], H_ref @ v[:, j], rtol=0, atol=atol)
+    assert op.backend == "fwd_rev"
+    assert op.backend_timings["rev_rev"] >= 0.25
+    # With the cache open the same slow set-up is paid once, at construction: not charged.
     cached = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    cached.matmat(v)  # the first product (two columns) is rev_rev's
     assert cached.backend_timings["rev_rev"] < 0.25
 
 
@@ -567,11 +576,13 @@ def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
         patch.setattr(operators._HessFwdRev, "matvec", out_of_memory)
         refs = _tracked_terms(patch, operators._HessFwdRev)
         op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
-        assert op.backend == "rev_rev" and list(op.backend_timings) == ["rev_rev"]
+        assert op.backend == "rev_rev"
         assert any("fwd_rev failed: OutOfMemoryError" in note for note in op.backend_notes)
         assert "only rev_rev works" in op.backend_notes[-1]
         assert refs and all(r() is None for r in refs)  # the failed attempt holds nothing
         assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=atol)
+        assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=atol)
+        assert op.backend_timings == {}
     with monkeypatch.context() as patch:
         patch.setattr(operators._HessRevRev, "__init__", unsupported)
         op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
@@ -582,6 +593,41 @@ def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
         patch.setattr(operators._HessFwdRev, "matvec", out_of_memory)
         with pytest.raises(RuntimeError, match="simulated"):
             HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+
+
+def test_auto_drops_a_backend_that_fails_only_on_the_full_batch(digits, monkeypatch):
+    """Out of memory on a whole batch (not on the two warm-up samples): the product is
+    computed by the other candidate, which is kept."""
+    from decaylab.curvature import operators
+
+    X, y = digits
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    matvec = operators._HessFwdRev.matvec
+
+    def big_batches_fail(self, v):
+        out = matvec(self, v)
+        if self._samples > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return out
+
+    init = operators._HessFwdRev.__init__
+
+    def remember_batch(self, loss_of_w, w0, vmap_chunk):
+        init(self, loss_of_w, w0, vmap_chunk)
+        self._samples = loss_of_w.args[1].shape[0]  # partial(_loss_closure, op, X, y)
+
+    monkeypatch.setattr(operators._HessFwdRev, "__init__", remember_batch)
+    monkeypatch.setattr(operators._HessFwdRev, "matvec", big_batches_fail)
+    op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    V = torch.randn(op.num_params, 3, dtype=torch.float64)
+    atol = 1e-12 * H_ref.abs().max() * V.abs().sum(0).max()
+    for j in range(3):
+        assert torch.allclose(op @ V[:, j], H_ref @ V[:, j], rtol=0, atol=atol)
+    assert op.backend == "rev_rev" and list(op.backend_timings) == ["rev_rev"]
+    assert any("fwd_rev failed: OutOfMemoryError" in note for note in op.backend_notes)
+    assert "chose rev_rev" in op.backend_notes[-1]
+    assert op.n_matvecs == 3
 
 
 @pytest.mark.parametrize(
@@ -596,14 +642,21 @@ def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
 def test_auto_refuses_backends_that_disagree(digits, monkeypatch, dtype, factor, refused):
     from decaylab.curvature import operators
 
+    X, y = digits
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    # Along a top eigenvector q: the check compares qᵀ(H·Hq) with (H·Hq)ᵀq, so a product
+    # off by `factor` shows as a relative gap of (factor − 1)/2.
+    q = torch.linalg.eigh(H_ref)[1][:, -1].to(dtype)
     matvec = operators._HessFwdRev.matvec
     monkeypatch.setattr(operators._HessFwdRev, "matvec", lambda self, v: factor * matvec(self, v))
-    X, y = digits
+    op = HessianOperator(model, "cross_entropy", (X, y), dtype=dtype)
+    first = op @ q  # rev_rev
     if refused:
-        with pytest.raises(ValueError, match="rev_rev products of the same vector differ"):
-            HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=dtype)
+        with pytest.raises(ValueError, match="not those of one symmetric matrix"):
+            op @ first  # fwd_rev
     else:
-        op = HessianOperator(make_mlp(), "cross_entropy", (X, y), dtype=dtype)
+        op @ first
         assert op.backend in ("rev_rev", "fwd_rev") and "agree" in op.backend_notes[-1]
 
 

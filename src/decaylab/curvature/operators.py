@@ -17,8 +17,9 @@ primal and gradient passes run once, at construction, and their result is
 cached (memory permitting). ``"rev_rev"`` keeps the gradient's autograd graph (one
 backward pass per product); ``"linearize"`` keeps :func:`torch.func.linearize` of the
 gradient instead, and ``"fwd_rev"`` recomputes ``jvp(grad)`` every time. For the
-Hessian, ``backend="auto"`` times one product of ``rev_rev`` and of ``fwd_rev`` on the
-first batch and keeps the faster (which one wins depends on the model and the device).
+Hessian, ``backend="auto"`` computes its first product with ``rev_rev`` and its second
+with ``fwd_rev``, times both, and keeps the faster (which one wins depends on the model
+and the device).
 ``benchmarks/hvp_backends.py`` measures them; ``docs/curvature.md`` has the numbers.
 """
 
@@ -114,13 +115,6 @@ def _agreement_rtol(dtype: torch.dtype, device: torch.device) -> float:
     if dtype == torch.float32 and device.type == "cuda" and _tf32_allowed():
         return AGREEMENT_RTOL_TF32
     return AGREEMENT_RTOL.get(dtype, AGREEMENT_RTOL_LOW_PRECISION)
-
-
-def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    a64, b64 = a.detach().double(), b.detach().double()
-    scale = max(float(a64.norm()), float(b64.norm()))
-    diff = float((a64 - b64).norm())
-    return 0.0 if diff == 0.0 else diff / scale
 
 
 class HalfMSELoss(nn.Module):
@@ -557,7 +551,8 @@ class CurvatureOperator:
     num_samples : int
         ``N``, samples over all batches (and all ranks).
     backend : str
-        The backend in use: ``"linearize"``, ``"fwd_rev"`` or ``"rev_rev"``.
+        The backend in use: ``"linearize"``, ``"fwd_rev"`` or ``"rev_rev"``. Under
+        ``"auto"`` it can change after the first products (see ``backend_timings``).
     n_matvecs : int
         Vector products so far (a block of ``m`` columns counts ``m``).
     n_cached_batches, n_batches : int
@@ -568,8 +563,9 @@ class CurvatureOperator:
         Why ``"auto"`` skipped a backend, what it measured, and where the cache budget
         ran out.
     backend_timings : dict of str to float
-        Seconds of the one product ``"auto"`` timed for each candidate backend on the
-        first batch (set-up included when the cache is closed); empty otherwise.
+        Seconds per column of the product ``"auto"`` timed for each candidate backend
+        (set-up included when the cache is closed); empty otherwise, and filled by the
+        first products.
     """
 
     _kind = "curvature"
@@ -665,6 +661,10 @@ class CurvatureOperator:
         self._terms: dict[int, _Term] = {}
         self.backend_notes: list[str] = []
         self.backend_timings: dict[str, float] = {}
+        # "auto" candidates still to be timed on a real product (see _trial_product).
+        self._trial_queue: list[str] = []
+        self._trial_record: tuple[str, torch.Tensor, torch.Tensor] | None = None
+        self._trial_symmetry: float | None = None
 
         error: BaseException | None = None
         try:
@@ -804,19 +804,23 @@ class CurvatureOperator:
             torch.cuda.empty_cache()
 
     def _warm_up(self, name: str, X: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
-        """One product on a few samples, so the timed product pays no first-use costs."""
+        """One product on a few samples: it pays a backend's first-use costs in the process
+        (which would otherwise be charged to its timed product) and shows early whether
+        the backend can differentiate this model at all (raises one of ``_BACKEND_ERRORS``)."""
         try:
             self._make_term(name, X[:WARMUP_SAMPLES], y[:WARMUP_SAMPLES], True).matvec(v)
-        except (*_BACKEND_ERRORS, ValueError):
-            pass  # the timed attempt on the whole batch decides whether the backend works
+        except ValueError:
+            pass  # about these few samples (a loss that needs more); the full batch decides
 
     def _probe(self, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term:
         """Choose the backend on the first batch and return that batch's term.
 
-        With ``backend="auto"``: the candidates of ``_auto_timed`` are built and timed on
-        one product each (the fastest is kept, the others are freed); when the class
-        times none, the first of ``_auto_order`` that builds and multiplies is kept.
-        Candidates that fail are skipped, with the reason in :attr:`backend_notes`.
+        With ``backend="auto"``: when the class names candidates to time
+        (``_auto_timed``), those that pass a warm-up product on two samples stay in the
+        running, the first of them builds the batch's term, and the first operator
+        products decide (:meth:`_trial_product`); otherwise the first of ``_auto_order``
+        that builds and multiplies is kept. Candidates that fail are skipped, with the
+        reason in :attr:`backend_notes`.
         """
         if self._requested_backend != "auto":
             self.backend = self._requested_backend
@@ -826,8 +830,32 @@ class CurvatureOperator:
         ).to(self.device)
         errors: list[BaseException] = []
         if self._auto_timed:
-            term = self._fastest(self._auto_timed, X, y, cached, v, errors)
-            if term is not None:
+            alive = []
+            for name in self._auto_timed:
+                try:
+                    self._warm_up(name, X, y, v)
+                except _BACKEND_ERRORS as exc:
+                    self._forget_failure(name, exc)
+                    errors.append(exc)
+                    continue
+                alive.append(name)
+            for name in list(alive):
+                try:
+                    term = self._make_term(name, X, y, cached)
+                except _BACKEND_ERRORS as exc:
+                    alive.remove(name)
+                    self._forget_failure(name, exc)
+                    errors.append(exc)
+                    continue
+                self.backend = name
+                if len(alive) == 1:
+                    self.backend_notes.append(f"auto: only {name} works here")
+                else:
+                    self._trial_queue = [name] + [other for other in alive if other != name]
+                    self.backend_notes.append(
+                        f"auto: the first products are computed with {', '.join(alive)} in "
+                        "turn and timed; the fastest is kept"
+                    )
                 return term
         else:
             for name in self._auto_order if cached else self._auto_order_uncached:
@@ -844,79 +872,99 @@ class CurvatureOperator:
                 return term
         raise errors[-1]
 
-    def _fastest(
-        self,
-        names: tuple[str, ...],
-        X: torch.Tensor,
-        y: torch.Tensor,
-        cached: bool,
-        v: torch.Tensor,
-        errors: list[BaseException],
-    ) -> _Term | None:
-        """Build each backend in ``names``, time one product with ``v``, keep the fastest.
+    def _drop_cache(self) -> None:
+        self._terms.clear()
+        self.n_cached_batches = 0
+        self.cache_bytes = 0
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
-        Products of the candidates must agree to :func:`_agreement_rtol`, else the
-        model is not deterministic or a backend is wrong for it: ``ValueError``.
-        Returns ``None`` when every candidate fails (their errors appended to ``errors``).
+    def _trial_product(self, V: torch.Tensor) -> torch.Tensor:
+        """This rank's product while ``"auto"`` is still choosing.
+
+        Each candidate computes one whole product (all batches), timed per column; a
+        candidate that fails there (e.g. out of memory on a full batch) is dropped and
+        the next computes the product. When every candidate has been timed, the fastest
+        is kept and the cached terms of the others are freed. So choosing costs no extra
+        product: only the slower candidates' first products are slower.
         """
-        built: dict[str, tuple[_Term, torch.Tensor]] = {}
-        for name in names:
-            term = None
+        while self._trial_queue:
+            name = self._trial_queue[0]
             try:
-                self._warm_up(name, X, y, v)
                 self._synchronize()
                 start = time.perf_counter()
-                term = self._make_term(name, X, y, cached)
+                acc = self._accumulate(V, name)
                 self._synchronize()
-                ready = time.perf_counter()
-                product = term.matvec(v).detach()
-                self._synchronize()
-                done = time.perf_counter()
+                seconds = time.perf_counter() - start
             except _BACKEND_ERRORS as exc:
-                term = None
+                self._trial_queue.pop(0)
                 self._forget_failure(name, exc)
-                errors.append(exc)
+                if name == self.backend:
+                    self._drop_cache()
+                    if not self._trial_queue:
+                        raise
+                    self.backend = self._trial_queue[0]
                 continue
-            # A cached term's set-up is paid once; an uncached one's at every product.
-            self.backend_timings[name] = done - (ready if term.cached else start)
-            built[name] = (term, product)
-            del term, product
-        if not built:
-            return None
-        timings = ", ".join(f"{name} {self.backend_timings[name]:.3g} s" for name in built)
-        what = "per product" if cached else "per product, set-up included (no cache)"
-        if len(built) == 1:
-            (name,) = built
-            self.backend_notes.append(f"auto: only {name} works here ({timings} {what})")
-            self.backend = name
-            return built[name][0]
-        names_built = list(built)
-        reference = built[names_built[0]][1]
-        rtol = _agreement_rtol(self.dtype, self.device)
-        agreement = ""
-        for other in names_built[1:]:
-            product = built[other][1]
-            if not (torch.isfinite(reference).all() and torch.isfinite(product).all()):
-                agreement = "; agreement not checked (non-finite products)"
-                continue
-            difference = _relative_difference(reference, product)
-            if difference > rtol:
-                raise ValueError(
-                    f"backend='auto': the {names_built[0]} and {other} products of the same "
-                    f"vector differ by a relative {difference:.3g}, above the {rtol:g} that "
-                    f"{self.dtype} rounding allows. The model is not deterministic (random "
-                    "layers, data-dependent control flow) or a backend is wrong for it; "
-                    "check a small case against dense_hessian and pass an explicit backend"
-                )
-            agreement += f"; {names_built[0]} and {other} agree to {difference:.1g}"
-        self.backend = min(built, key=self.backend_timings.__getitem__)
-        self.backend_notes.append(
-            f"auto: one product on the first batch took {timings} ({what}){agreement}; "
-            f"chose {self.backend}"
+            self._trial_queue.pop(0)
+            self.backend_timings[name] = seconds / V.shape[1]
+            self._check_trial_symmetry(name, V, acc)
+            if not self._trial_queue:
+                self._finish_trial()
+            return acc
+        # The candidates still untimed all failed: keep the fastest of those timed.
+        self._finish_trial()
+        return self._accumulate(V, self.backend)
+
+    def _check_trial_symmetry(self, name: str, V: torch.Tensor, W: torch.Tensor) -> None:
+        """Two candidates' products must be those of one symmetric matrix.
+
+        With ``W₁ = H V₁`` from one backend and ``W₂ = H V₂`` from another,
+        ``V₂ᵀ W₁ = W₂ᵀ V₁`` holds to rounding; a larger gap means the model is not
+        deterministic or a backend is wrong for it (``ValueError``). It costs no product
+        (a weaker check than comparing the two products of one vector, which would).
+        """
+        cols = min(V.shape[1], 4)  # a few columns say enough and bound the memory kept
+        if self._trial_record is None:
+            self._trial_record = (name, V[:, :cols].clone(), W[:, :cols].clone())
+            return
+        first, V1, W1 = self._trial_record
+        V2, W2 = V[:, :cols].double(), W[:, :cols].double()
+        V1, W1 = V1.double(), W1.double()
+        gap = float((V2.T @ W1 - W2.T @ V1).abs().max())
+        scale = float(
+            torch.linalg.vector_norm(V2) * torch.linalg.vector_norm(W1)
+            + torch.linalg.vector_norm(W2) * torch.linalg.vector_norm(V1)
         )
-        term = built.pop(self.backend)[0]
-        built.clear()  # the others' graphs and activations go now
-        return term
+        relative = 0.0 if gap == 0.0 else gap / scale
+        rtol = _agreement_rtol(self.dtype, self.device)
+        if relative > rtol:
+            raise ValueError(
+                f"backend='auto': the {first} and {name} products are not those of one "
+                f"symmetric matrix (V2ᵀ H V1 differs from (H V2)ᵀ V1 by a relative "
+                f"{relative:.3g}, above the {rtol:g} that {self.dtype} rounding allows). The "
+                "model is not deterministic (random layers, data-dependent control flow) or a "
+                "backend is wrong for it; check a small case against dense_hessian and pass "
+                "an explicit backend"
+            )
+        self._trial_symmetry = relative
+
+    def _finish_trial(self) -> None:
+        timings = self.backend_timings
+        chosen = min(timings, key=timings.__getitem__)
+        if chosen != self.backend:
+            self._drop_cache()
+            self.backend = chosen
+        per = ", ".join(f"{name} {seconds:.3g} s" for name, seconds in timings.items())
+        symmetric = (
+            ""
+            if self._trial_symmetry is None
+            else f"; their products agree (symmetry) to {self._trial_symmetry:.1g}"
+        )
+        self.backend_notes.append(
+            f"auto: the first products took {per} per column{symmetric}; chose {chosen}"
+        )
+        self._trial_record = None
 
     def _setup(self) -> None:
         budget = self._cache_memory
@@ -1037,22 +1085,35 @@ class CurvatureOperator:
 
     # ----------------------------------------------------------------- products
 
-    def _apply(self, V: torch.Tensor) -> torch.Tensor:
+    def _accumulate(self, V: torch.Tensor, backend: str) -> torch.Tensor:
+        """``Σ_b n_b H_b V`` over this rank's batches, with ``backend``.
+
+        The cached terms belong to :attr:`backend`; with another backend (``"auto"``
+        timing a candidate) every batch is computed afresh.
+        """
         acc = torch.zeros_like(V)
-        if len(self._terms) == self.n_batches:
+        own = backend == self.backend
+        if own and len(self._terms) == self.n_batches:
             for index, term in self._terms.items():
                 acc.add_(term.matmat(V), alpha=self._batch_sizes[index])
+            return acc
+        for index, batch in enumerate(self._raw_batches()):
+            if own and index in self._terms:
+                term = self._terms[index]
+            else:
+                X, y = self._prepare(batch, index)
+                if X.shape[0] == 0:
+                    continue
+                term = self._make_term(backend, X, y, False)
+            acc.add_(term.matmat(V), alpha=self._batch_sizes[index])
+            del term
+        return acc
+
+    def _apply(self, V: torch.Tensor) -> torch.Tensor:
+        if self._trial_queue:
+            acc = self._trial_product(V)
         else:
-            for index, batch in enumerate(self._raw_batches()):
-                if index in self._terms:
-                    term = self._terms[index]
-                else:
-                    X, y = self._prepare(batch, index)
-                    if X.shape[0] == 0:
-                        continue
-                    term = self._make_term(self.backend, X, y, False)
-                acc.add_(term.matmat(V), alpha=self._batch_sizes[index])
-                del term
+            acc = self._accumulate(V, self.backend)
         acc = all_reduce_sum(acc, self._group)
         return acc / self._n_total
 
@@ -1204,23 +1265,25 @@ class HessianOperator(CurvatureOperator):
         ``"rev_rev"`` is double backward with ``torch.autograd`` on the gradient graph
         cached per batch (recomputed for batches past the memory bound);
         ``"linearize"`` caches :func:`torch.func.linearize` of the gradient per batch;
-        ``"fwd_rev"`` recomputes ``jvp(grad)`` at each product. ``"auto"`` builds
-        ``fwd_rev`` and ``rev_rev`` on the first batch, times one product of each with
-        the same random vector (after a warm-up product on two samples, which pays
-        one-time costs), keeps the faster and frees the other; the seconds go to
-        ``backend_timings`` and ``backend_notes``. Which one wins depends on the model
-        and device (``rev_rev`` on a small CPU CNN, ``fwd_rev`` for a ResNet-18 on a
-        GPU). The two products must agree to rounding (relative ``1e-3`` in float32,
-        ``5e-2`` with TF32 on CUDA, ``1e-8`` in float64), else ``ValueError``: the
-        model is not deterministic or a backend is wrong for it. A candidate that
-        fails to build or multiply (unsupported op, CUDA out of memory) is skipped
-        with a note; if one candidate works it is taken. ``"linearize"`` is never
-        chosen by ``"auto"``: its products can be the cheapest, but its tracing costs
-        seconds per batch, which only pays over many products at fixed weights, and
-        the operator does not know how many will come; request it explicitly then.
-        The probe products are not counted in :attr:`n_matvecs`. Under
-        ``torch.distributed`` each rank times its own shard and may choose differently
-        (the products agree to rounding).
+        ``"fwd_rev"`` recomputes ``jvp(grad)`` at each product. ``"auto"`` checks at
+        construction that ``rev_rev`` and ``fwd_rev`` work (one warm-up product each on
+        two samples, which also pays their one-time costs), builds ``rev_rev``'s cache,
+        and lets the first real products decide: the first is computed with
+        ``rev_rev``, the second with ``fwd_rev``, each timed; then the faster is kept
+        and the other's memory freed (seconds in ``backend_timings``, the story in
+        ``backend_notes``). Choosing thus costs no extra product. Which one wins depends
+        on the model and device (``rev_rev`` on a small CPU CNN, ``fwd_rev`` for a
+        ResNet-18 on a GPU). The two products must be those of one symmetric matrix,
+        ``V₂ᵀ(H V₁) = (H V₂)ᵀV₁`` to rounding (relative ``1e-3`` in float32, ``5e-2``
+        with TF32 on CUDA, ``1e-8`` in float64), else ``ValueError``: the model is not
+        deterministic or a backend is wrong for it. A candidate that fails (unsupported
+        op; CUDA out of memory on a full batch) is dropped with a note and the product
+        is computed by the other. ``"linearize"`` is never chosen by ``"auto"``: its
+        products can be the cheapest, but its tracing costs seconds per batch, which
+        only pays over many products at fixed weights, and the operator does not know
+        how many will come; request it explicitly then. Under ``torch.distributed``
+        each rank times its own shard and may choose differently (the products agree to
+        rounding).
     chunk_size : int or None
         In-memory ``(X, y)`` data is split into chunks of this many samples (default 2048).
     max_cached_batches : int or None
@@ -1254,10 +1317,10 @@ class HessianOperator(CurvatureOperator):
     _kind = "Hessian"
     # No fixed order wins everywhere: one product took 0.17 s by rev_rev and 0.26 s by
     # fwd_rev for a 1-D CNN on CPU, but 0.42 s and 0.255 s for a ResNet-18 on an H200
-    # (benchmarks/results/gpu_diagnose_h200.log). Both are cheap to build, so "auto" times
-    # them. fwd_rev first: its term holds no memory between products, so the peak is that
-    # of the larger candidate, not of both together.
-    _auto_timed = ("fwd_rev", "rev_rev")
+    # (benchmarks/results/gpu_diagnose_h200.log). So "auto" times them on the first two
+    # real products. rev_rev first: it is the one with cached terms, built at set-up, so
+    # its timed product is what its later products cost.
+    _auto_timed = ("rev_rev", "fwd_rev")
 
     def _make_term(self, backend: str, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term:
         loss_of_w = partial(_loss_closure, self, X, y)
