@@ -48,7 +48,13 @@ import torch
 from torch.func import functional_call, grad, jvp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workloads import KERNEL_SETTINGS, WORKLOADS, Workload, kernel_setting  # noqa: E402
+from workloads import (  # noqa: E402
+    KERNEL_SETTINGS,
+    WORKLOADS,
+    Workload,
+    kernel_setting,
+    workload_from_args,
+)
 
 K = 10
 TOL = 1e-3
@@ -656,14 +662,7 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
         "workloads": [],
     }
     for name in workloads:
-        kwargs = {"device": device, "seed": args.seed}
-        if name == "cifar_resnet18":
-            kwargs.update(
-                n_samples=args.resnet_samples,
-                width=args.resnet_width,
-                image_size=args.resnet_image_size,
-            )
-        wl = WORKLOADS[name](**kwargs)
+        wl = workload_from_args(name, args, device)
         tools = list(args.tools or ALL_TOOLS)
         if name == "cifar_resnet18" and args.tools is None:
             # PyHessian needs ~115 s here on an H200 (issue 3); its anchor is quoted instead.

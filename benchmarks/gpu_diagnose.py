@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
                     if costs["product_s"] < best[2]:
                         best = (setting, backend, costs["product_s"])
                 entry["backends"][backend] = costs
-                print(f"{setting:16s} gradient {entry['gradient_s']:.3f}s  {backend:9s} {costs}",
-                      flush=True)
+                print(
+                    f"{setting:16s} gradient {entry['gradient_s']:.3f}s  {backend:9s} {costs}",
+                    flush=True,
+                )
         report["settings"][setting] = entry
     report["cheapest_product"] = {"setting": best[0], "backend": best[1], "seconds": best[2]}
     if not args.skip_eigen:
@@ -181,8 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"eigen under {best[0]}, backend auto: {report['eigen_auto']}", flush=True)
             if best[1] != report["eigen_auto"]["backend"]:
                 report["eigen_cheapest"] = eigen_run(view, device, best[1])
-                print(f"eigen under {best[0]}, backend {best[1]}: {report['eigen_cheapest']}",
-                      flush=True)
+                print(
+                    f"eigen under {best[0]}, backend {best[1]}: {report['eigen_cheapest']}",
+                    flush=True,
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -52,7 +52,7 @@ from decaylab.curvature.operators import GGNOperator, HessianOperator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curvature import machine_info  # noqa: E402
-from workloads import WORKLOADS, Workload  # noqa: E402
+from workloads import WORKLOADS, Workload, workload_from_args  # noqa: E402
 
 #: (operator, backend, extra constructor arguments) in the order they run.
 CONFIGS: tuple[tuple[str, str, dict], ...] = (
@@ -343,14 +343,7 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
     }
     products: dict[str, dict[str, torch.Tensor]] = {}
     for name in args.workloads:
-        kwargs: dict = {"device": device, "seed": args.seed}
-        if name == "cifar_resnet18":
-            kwargs.update(
-                n_samples=args.resnet_samples,
-                width=args.resnet_width,
-                image_size=args.resnet_image_size,
-            )
-        wl = WORKLOADS[name](**kwargs)
+        wl = workload_from_args(name, args, device)
         summary, products[name] = bench_workload(
             wl, args.repeats, args.block, args.block_repeats, log
         )

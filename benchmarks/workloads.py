@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -276,3 +277,38 @@ WORKLOADS = {
     "mnist1d_cnn": mnist1d_cnn,
     "cifar_resnet18": cifar_resnet18,
 }
+
+
+def make_workload(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    resnet_samples: int = 2048,
+    resnet_width: int = 64,
+    resnet_image_size: int = 32,
+) -> Workload:
+    """The workload ``name`` of :data:`WORKLOADS`; the ``resnet_*`` sizes go to the ResNet."""
+    if name not in WORKLOADS:
+        raise ValueError(f"workload must be one of {sorted(WORKLOADS)}, got {name!r}")
+    if name == "cifar_resnet18":
+        return cifar_resnet18(
+            device,
+            seed,
+            n_samples=resnet_samples,
+            width=resnet_width,
+            image_size=resnet_image_size,
+        )
+    return WORKLOADS[name](device, seed)
+
+
+def workload_from_args(name: str, args: Any, device: str | torch.device) -> Workload:
+    """:func:`make_workload` from a benchmark's parsed ``--seed`` and ``--resnet-*`` options."""
+    return make_workload(
+        name,
+        device=device,
+        seed=args.seed,
+        resnet_samples=args.resnet_samples,
+        resnet_width=args.resnet_width,
+        resnet_image_size=args.resnet_image_size,
+    )
