@@ -179,14 +179,16 @@ def main(argv: list[str] | None = None) -> dict:
     report["cheapest_product"] = {"setting": best[0], "backend": best[1], "seconds": best[2]}
     if not args.skip_eigen:
         with kernel_setting(best[0], wl) as view:
-            report["eigen_auto"] = eigen_run(view, device)
-            print(f"eigen under {best[0]}, backend auto: {report['eigen_auto']}", flush=True)
-            if best[1] != report["eigen_auto"]["backend"]:
-                report["eigen_cheapest"] = eigen_run(view, device, best[1])
-                print(
-                    f"eigen under {best[0]}, backend {best[1]}: {report['eigen_cheapest']}",
-                    flush=True,
-                )
+            for key, backend in (("eigen_auto", "auto"), ("eigen_cheapest", best[1])):
+                if key == "eigen_cheapest" and backend == report["eigen_auto"].get("backend"):
+                    break
+                try:
+                    report[key] = eigen_run(view, device, backend)
+                except Exception as exc:  # e.g. out of memory with linearize's cache
+                    error = f"{type(exc).__name__}: {exc}"[:300]
+                    report[key] = {"backend": backend, "error": error}
+                    _release(device)
+                print(f"eigen under {best[0]}, backend {backend}: {report[key]}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report
