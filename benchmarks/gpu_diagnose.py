@@ -14,7 +14,8 @@ this script measures the other factor under each kernel setting a user can choos
 
 For each setting: one gradient of the mean loss and, for each ``HessianOperator`` backend,
 the construction time, the first and the best of two further single products, and the
-peak memory of one product, each relative to the gradient. Then ``eigen(k=10, tol=1e-3)``
+peak memory of one product, each relative to the gradient; under the first setting also the
+operators that take most of one product's time (``torch.profiler``). Then ``eigen(k=10, tol=1e-3)``
 with ``backend="auto"`` under the setting with the cheapest product.
 
 One prepared run on a CUDA machine (see ``gpu_curvature.sh``)::
@@ -85,7 +86,26 @@ def gradient_seconds(wl: Workload, device: torch.device, repeats: int = 3) -> fl
     return min(timed(one, device)[0] for _ in range(repeats))
 
 
-def backend_costs(wl: Workload, backend: str, device: torch.device) -> dict:
+def top_kernels(fn: Callable, device: torch.device, rows: int = 12) -> list[dict]:
+    """The operators that took the most device (else CPU) time in one call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    key = "device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)
+    return [
+        {"name": e.key, "calls": e.count, "ms": getattr(e, key, 0.0) / 1e3} for e in events[:rows]
+    ]
+
+
+def backend_costs(
+    wl: Workload, backend: str, device: torch.device, profile_product: bool = False
+) -> dict:
     from decaylab.curvature.operators import HessianOperator
 
     _release(device)
@@ -102,12 +122,15 @@ def backend_costs(wl: Workload, backend: str, device: torch.device) -> dict:
         if j == 1:
             peak = _peak_gib(device)
     s_first, s_second, s_third = seconds
-    return {
+    costs = {
         "build_s": s_build,
         "first_s": s_first,
         "product_s": min(s_second, s_third),
         "peak_gib_one_product": peak,
     }
+    if profile_product:  # where one product's time goes, operator by operator
+        costs["top_kernels"] = top_kernels(partial(op.matvec, V[:, 0]), device)
+    return costs
 
 
 def eigen_run(wl: Workload, device: torch.device, backend: str = "auto") -> dict:
@@ -162,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             entry: dict = {"gradient_s": gradient_seconds(view, device), "backends": {}}
             for backend in args.backends:
                 try:
-                    costs = backend_costs(view, backend, device)
+                    costs = backend_costs(view, backend, device, setting == args.settings[0])
                 except Exception as exc:  # report and go on (e.g. out of memory)
                     costs = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                     _release(device)
@@ -171,10 +194,15 @@ def main(argv: list[str] | None = None) -> dict:
                     if costs["product_s"] < best[2]:
                         best = (setting, backend, costs["product_s"])
                 entry["backends"][backend] = costs
+                kernels = costs.pop("top_kernels", [])
                 print(
                     f"{setting:16s} gradient {entry['gradient_s']:.3f}s  {backend:9s} {costs}",
                     flush=True,
                 )
+                for row in kernels:
+                    print(f"    {row['ms']:9.2f} ms  {row['calls']:5d}x  {row['name']}", flush=True)
+                if kernels:
+                    costs["top_kernels"] = kernels
         report["settings"][setting] = entry
     report["cheapest_product"] = {"setting": best[0], "backend": best[1], "seconds": best[2]}
     if not args.skip_eigen:
