@@ -10,7 +10,12 @@ this script measures the other factor under each kernel setting a user can choos
   convolution algorithms once per shape and keeps the fastest);
 - ``channels_last``: model and inputs in ``torch.channels_last`` memory format (NHWC,
   what tensor-core convolutions prefer);
-- ``both``.
+- ``both``;
+- ``bn_affine``: PyTorch's defaults, but the model's eval-mode BatchNorm layers written as
+  the affine maps they are (``workloads.with_affine_batchnorm``; the same function, so the
+  same Hessian): BatchNorm's double backward is known to be slow on CUDA
+  (pytorch/pytorch#3076), and the cached double-backward product cost 4.6 gradients on the
+  H200.
 
 For each setting: one gradient of the mean loss and, for each ``HessianOperator`` backend,
 the construction time, the first and the best of two further single products, and the
@@ -32,20 +37,41 @@ Not run by ``run_all.py``. Results of the earlier H200 run: ``results/gpu_diagno
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workloads import KERNEL_SETTINGS, Workload, cifar_resnet18, kernel_setting  # noqa: E402
+from workloads import (  # noqa: E402
+    KERNEL_SETTINGS,
+    Workload,
+    cifar_resnet18,
+    kernel_setting,
+    with_affine_batchnorm,
+)
 
-SETTINGS = KERNEL_SETTINGS
+#: The kernel settings, plus the model with its (eval-mode) BatchNorm layers written as
+#: elementary affine maps, under PyTorch's defaults.
+SETTINGS = (*KERNEL_SETTINGS, "bn_affine")
+
+
+@contextlib.contextmanager
+def setting_context(name: str, wl: Workload) -> Iterator[Workload]:
+    if name != "bn_affine":
+        with kernel_setting(name, wl) as view:
+            yield view
+        return
+    yield replace(wl, model=with_affine_batchnorm(wl.model), notes=[*wl.notes, "bn_affine"])
+
+
 BACKENDS = ("rev_rev", "fwd_rev", "linearize")
 
 
@@ -181,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# {report['device']}, torch {torch.__version__}, {wl.n_params} parameters", flush=True)
     best = ("default", "auto", float("inf"))
     for setting in args.settings:
-        with kernel_setting(setting, wl) as view:
+        with setting_context(setting, wl) as view:
             entry: dict = {"gradient_s": gradient_seconds(view, device), "backends": {}}
             for backend in args.backends:
                 try:
@@ -206,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["settings"][setting] = entry
     report["cheapest_product"] = {"setting": best[0], "backend": best[1], "seconds": best[2]}
     if not args.skip_eigen:
-        with kernel_setting(best[0], wl) as view:
+        with setting_context(best[0], wl) as view:
             for key, backend in (("eigen_auto", "auto"), ("eigen_cheapest", best[1])):
                 if key == "eigen_cheapest" and backend == report["eigen_auto"].get("backend"):
                     break

@@ -19,6 +19,7 @@ same objective ``J(w) = (1/N) sum_n CE(f(x_n; w), y_n)`` on one full batch.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -245,6 +246,42 @@ def cifar_resnet18(
         train_accuracy=acc,
         notes=["random data: the spectrum is that of a net fitting noise, fine for timing"],
     )
+
+
+class EvalAffineBatchNorm(nn.Module):
+    """A BatchNorm layer in eval mode written as the per-channel affine map it is.
+
+    ``γ (x − μ) / sqrt(σ² + eps) + β`` with the running statistics, from elementary ops,
+    under the same parameter and buffer names, so ``functional_call`` and the Hessian see
+    the same function. PyTorch's BatchNorm double backward is known to be slow on CUDA
+    (pytorch/pytorch#3076); this lets the GPU run measure whether that is what makes the
+    cached double-backward product cost 4.6 gradients there.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(shape) + shift.view(shape)
+
+
+def with_affine_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode ``model`` whose BatchNorm layers are :class:`EvalAffineBatchNorm`."""
+    if model.training:
+        raise ValueError("with_affine_batchnorm: the model must be in eval mode")
+    twin = copy.deepcopy(model)
+    for parent in list(twin.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, name, EvalAffineBatchNorm(child))
+    return twin.eval()
 
 
 #: What a user can set for convolution speed without touching the math: cuDNN autotuning

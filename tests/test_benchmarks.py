@@ -134,3 +134,22 @@ def test_hvp_backends_benchmark_runs_on_a_tiny_resnet(bench_path, tmp_path):
     assert float((hessian.double() - hv64).norm() / hv64.norm()) < 1e-4
     # The GGN is positive semi-definite: vᵀ G v ≥ 0 (and differs from the Hessian here).
     assert float(v @ ggn.double()) > 0
+
+
+def test_affine_batchnorm_twin_has_the_same_hessian(bench_path):
+    """The GPU diagnosis swaps eval-mode BatchNorm for its affine map: same function, same H."""
+    import workloads
+    from decaylab.curvature import HessianOperator
+
+    wl = workloads.cifar_resnet18(n_samples=8, width=4, image_size=8, epochs=1)
+    twin = workloads.with_affine_batchnorm(wl.model)
+    assert [n for n, _ in twin.named_parameters()] == [n for n, _ in wl.model.named_parameters()]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in twin.modules())
+    v = torch.randn(wl.n_params, generator=torch.Generator().manual_seed(0))
+    products = [
+        HessianOperator(model, wl.loss_fn, (wl.X, wl.y), backend="rev_rev", dtype=torch.float64) @ v
+        for model in (wl.model, twin)
+    ]
+    assert torch.allclose(products[0], products[1], rtol=0, atol=1e-10 * products[0].abs().max())
+    with pytest.raises(ValueError, match="eval mode"):
+        workloads.with_affine_batchnorm(wl.model.train())
