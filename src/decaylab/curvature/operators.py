@@ -880,14 +880,15 @@ class CurvatureOperator:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _trial_product(self, V: torch.Tensor) -> torch.Tensor:
-        """This rank's product while ``"auto"`` is still choosing.
+    def _trial_product(self, V: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+        """This rank's product while ``"auto"`` is still choosing, and who computed it.
 
         Each candidate computes one whole product (all batches), timed per column; a
         candidate that fails there (e.g. out of memory on a full batch) is dropped and
         the next computes the product. When every candidate has been timed, the fastest
-        is kept and the cached terms of the others are freed. So choosing costs no extra
-        product: only the slower candidates' first products are slower.
+        is kept and the cached terms of the others are freed (:meth:`_apply` checks the
+        products and decides, after the all-reduce). So choosing costs no extra product:
+        only the slower candidates' first products are slower.
         """
         while self._trial_queue:
             name = self._trial_queue[0]
@@ -908,13 +909,10 @@ class CurvatureOperator:
                 continue
             self._trial_queue.pop(0)
             self.backend_timings[name] = seconds / V.shape[1]
-            self._check_trial_symmetry(name, V, acc)
-            if not self._trial_queue:
-                self._finish_trial()
-            return acc
+            return acc, name
         # The candidates still untimed all failed: keep the fastest of those timed.
         self._finish_trial()
-        return self._accumulate(V, self.backend)
+        return self._accumulate(V, self.backend), None
 
     def _check_trial_symmetry(self, name: str, V: torch.Tensor, W: torch.Tensor) -> None:
         """Two candidates' products must be those of one symmetric matrix.
@@ -1110,11 +1108,18 @@ class CurvatureOperator:
         return acc
 
     def _apply(self, V: torch.Tensor) -> torch.Tensor:
+        timed = None
         if self._trial_queue:
-            acc = self._trial_product(V)
+            acc, timed = self._trial_product(V)
         else:
             acc = self._accumulate(V, self.backend)
         acc = all_reduce_sum(acc, self._group)
+        if timed is not None:
+            # Checked on the all-reduced product, so that every rank sees the same numbers
+            # and raises alike (a rank raising alone would leave the others waiting).
+            self._check_trial_symmetry(timed, V, acc)
+            if not self._trial_queue:
+                self._finish_trial()
         return acc / self._n_total
 
     def _name_of_index(self, index: int) -> str:
