@@ -531,6 +531,24 @@ def test_auto_keeps_the_faster_backend_and_frees_the_other(digits, monkeypatch, 
     assert op.n_matvecs == 4
 
 
+def test_auto_decides_on_blocks_too_and_to_dense_is_exact(digits):
+    X, y = digits
+    model = make_mlp()
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    V = torch.randn(op.num_params, 8, dtype=torch.float64, generator=gen)
+    scale = H_ref.abs().max() * V.abs().sum(0).max()
+    assert (op.matmat(V[:, :5]) - H_ref @ V[:, :5]).abs().max() <= 1e-12 * scale  # rev_rev
+    assert (op.matmat(V[:, 5:]) - H_ref @ V[:, 5:]).abs().max() <= 1e-12 * scale  # fwd_rev
+    assert set(op.backend_timings) == {"rev_rev", "fwd_rev"} and op.n_matvecs == 8
+    assert "chose" in op.backend_notes[-1]
+    fresh = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
+    dense = fresh.to_dense()  # one block of P unit vectors: the first, rev_rev, product
+    assert (dense - H_ref).abs().max() <= 1e-12 * H_ref.abs().max() * H_ref.shape[0]
+    assert list(fresh.backend_timings) == ["rev_rev"]  # the second candidate waits its turn
+
+
 def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, monkeypatch):
     from decaylab.curvature import operators
 
