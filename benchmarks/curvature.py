@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import gc
 import importlib
 import json
 import os
@@ -48,6 +47,7 @@ import torch
 from torch.func import functional_call, grad, jvp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import release, sync, timed  # noqa: E402
 from workloads import (  # noqa: E402
     KERNEL_SETTINGS,
     WORKLOADS,
@@ -123,19 +123,6 @@ def dense_hessian64(wl: Workload) -> np.ndarray:
     w = _flat_params(model)
     H = torch.func.jacrev(grad(loss_of), chunk_size=256)(w)
     return (0.5 * (H + H.T)).cpu().numpy()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable, device: torch.device) -> tuple[float, object]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,10 +308,10 @@ class _ProductTimer:
                 return method(*args, **kwargs)
             timer._depth += 1
             try:
-                _sync(timer.device)
+                sync(timer.device)
                 start = time.perf_counter()
                 out = method(*args, **kwargs)
-                _sync(timer.device)
+                sync(timer.device)
                 timer.seconds += time.perf_counter() - start
                 timer.calls += 1
                 return out
@@ -357,7 +344,7 @@ class _ProductTimer:
 def reference_eigenvalues(wl: Workload, seed: int) -> dict:
     device = wl.X.device
     if wl.n_params <= 10_000:
-        seconds, H = _timed(lambda: dense_hessian64(wl), device)
+        seconds, H = timed(lambda: dense_hessian64(wl), device)
         values = np.linalg.eigvalsh(H)[::-1][:K].copy()
         return {
             "kind": "exact: eigh of the dense float64 Hessian (torch.func)",
@@ -382,7 +369,7 @@ def reference_eigenvalues(wl: Workload, seed: int) -> dict:
         def solve():
             return eigsh(A, k=K, which="LA", tol=REFERENCE_TOL, v0=v0, ncv=40)
 
-        seconds, (values, _) = _timed(solve, device)
+        seconds, (values, _) = timed(solve, device)
         return {
             "kind": f"float64 eigsh(tol={REFERENCE_TOL:g}, which='LA'), double-backward products",
             "eigenvalues": np.sort(values)[::-1].tolist(),
@@ -452,17 +439,9 @@ def unit_costs(wl: Workload, hvp: Callable, repeats: int = 3) -> dict:
     w = _flat_params(wl.model)
     gradient = grad(loss_of)
     v = torch.randn(w.shape, generator=torch.Generator().manual_seed(0)).to(device)
-    g_s = min(_timed(lambda: gradient(w), device)[0] for _ in range(repeats))
-    h_s = min(_timed(lambda: hvp(v), device)[0] for _ in range(repeats))
+    g_s = min(timed(lambda: gradient(w), device)[0] for _ in range(repeats))
+    h_s = min(timed(lambda: hvp(v), device)[0] for _ in range(repeats))
     return {"gradient_s": g_s, "hvp_forward_over_reverse_s": h_s}
-
-
-def _release(device: torch.device) -> None:
-    """Free what the previous tool left, so each starts from the same memory state."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def bench_workload(
@@ -483,9 +462,9 @@ def bench_workload(
         for tool in order:
             if runs[tool].get("error"):
                 continue
-            _release(device)
+            release(device)
             try:
-                seconds, out = _timed(lambda tool=tool: TOOL_RUNNERS[tool](wl, seed), device)
+                seconds, out = timed(lambda tool=tool: TOOL_RUNNERS[tool](wl, seed), device)
             except Exception as exc:  # a failing tool is reported, the run goes on
                 runs[tool]["error"] = f"{type(exc).__name__}: {exc}"
                 runs[tool]["traceback"] = traceback.format_exc(limit=6)

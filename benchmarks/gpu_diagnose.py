@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -50,6 +48,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import release, sync, timed  # noqa: E402
 from workloads import (  # noqa: E402
     KERNEL_SETTINGS,
     Workload,
@@ -73,26 +72,6 @@ def setting_context(name: str, wl: Workload) -> Iterator[Workload]:
 
 
 BACKENDS = ("rev_rev", "fwd_rev", "linearize")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable, device: torch.device) -> tuple[float, object]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
-
-
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _peak_gib(device: torch.device) -> float | None:
@@ -121,7 +100,7 @@ def top_kernels(fn: Callable, device: torch.device, rows: int = 12) -> list[dict
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         fn()
-        _sync(device)
+        sync(device)
     key = "device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)
     return [
@@ -134,7 +113,7 @@ def backend_costs(
 ) -> dict:
     from decaylab.curvature.operators import HessianOperator
 
-    _release(device)
+    release(device)
     V = torch.randn(wl.n_params, 3, device=device)
     s_build, op = timed(
         lambda: HessianOperator(wl.model, wl.loss_fn, (wl.X, wl.y), backend=backend), device
@@ -143,7 +122,7 @@ def backend_costs(
     peak = None
     for j in range(3):
         if j == 1:
-            _release(device)  # the peak of one product, not of construction
+            release(device)  # the peak of one product, not of construction
         seconds.append(timed(partial(op.matvec, V[:, j]), device)[0])
         if j == 1:
             peak = _peak_gib(device)
@@ -163,7 +142,7 @@ def eigen_run(wl: Workload, device: torch.device, backend: str = "auto") -> dict
     from decaylab.curvature.lanczos import eigen
     from decaylab.curvature.operators import HessianOperator
 
-    _release(device)
+    release(device)
 
     def run():
         op = HessianOperator(wl.model, wl.loss_fn, (wl.X, wl.y), backend=backend)
@@ -214,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                     costs = backend_costs(view, backend, device, setting == args.settings[0])
                 except Exception as exc:  # report and go on (e.g. out of memory)
                     costs = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                    _release(device)
+                    release(device)
                 else:
                     costs["per_gradient"] = costs["product_s"] / entry["gradient_s"]
                     if costs["product_s"] < best[2]:
@@ -241,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
                 except Exception as exc:  # e.g. out of memory with linearize's cache
                     error = f"{type(exc).__name__}: {exc}"[:300]
                     report[key] = {"backend": backend, "error": error}
-                    _release(device)
+                    release(device)
                 print(f"eigen under {best[0]}, backend {backend}: {report[key]}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

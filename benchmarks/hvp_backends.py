@@ -37,10 +37,8 @@ Writes ``hvp_backends_<tag>.json`` and ``hvp_backends_<tag>.md`` (tag: the devic
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +49,7 @@ from torch.func import functional_call, jvp, vjp
 from decaylab.curvature.operators import GGNOperator, HessianOperator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import release, timed  # noqa: E402
 from curvature import machine_info  # noqa: E402
 from workloads import WORKLOADS, Workload, workload_from_args  # noqa: E402
 
@@ -69,19 +68,6 @@ CONFIGS: tuple[tuple[str, str, dict], ...] = (
 OPERATORS = {"Hessian": HessianOperator, "GGN": GGNOperator}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _wall(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
-
-
 def paired(
     fn: Callable[[], object],
     reference: Callable[[], object],
@@ -95,8 +81,8 @@ def paired(
     """
     ratios, best = [], float("inf")
     for _ in range(repeats):
-        t_ref, _ = _wall(reference, device)
-        t_fn, _ = _wall(fn, device)
+        t_ref, _ = timed(reference, device)
+        t_fn, _ = timed(fn, device)
         reference_times.append(t_ref)
         ratios.append(t_fn / t_ref)
         best = min(best, t_fn)
@@ -174,7 +160,7 @@ def bench_workload(
         torch.autograd.grad(wl.loss_fn(wl.model(wl.X), wl.y), params)
 
     gradient()  # warm-up (allocator, kernels)
-    grad_times = [_wall(gradient, device)[0] for _ in range(repeats)]
+    grad_times = [timed(gradient, device)[0] for _ in range(repeats)]
     log(f"[{wl.name}] P={wl.n_params:,} N={wl.n_samples:,}; gradient {min(grad_times):.4f} s")
 
     generator = torch.Generator().manual_seed(0)
@@ -186,17 +172,15 @@ def bench_workload(
     for kind, backend, extra in configs:
         label = _label(backend, extra)
         row: dict = {"operator": kind, "backend": label}
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
         try:
-            build_s, op = _wall(
+            build_s, op = timed(
                 lambda kind=kind, backend=backend, extra=extra: OPERATORS[kind](
                     wl.model, wl.loss_fn, (wl.X, wl.y), backend=backend, **extra
                 ),
                 device,
             )
-            first_s, first = _wall(lambda op=op: op @ v, device)
+            first_s, first = timed(lambda op=op: op @ v, device)
             ref = references[kind]
             rel = float((first - ref).norm() / ref.norm())
             r_vec, t_vec = paired(lambda op=op: op @ v, gradient, repeats, device, grad_times)
@@ -349,9 +333,7 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
         )
         report["workloads"].append(summary)
         del wl
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
 
     tag = args.tag or device.type
     (out / f"hvp_backends_{tag}.json").write_text(json.dumps(report, indent=2))
