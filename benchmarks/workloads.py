@@ -88,6 +88,33 @@ def _train(
     return float(correct) / n
 
 
+def _trained_workload(
+    name: str,
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    description: str,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    notes: tuple[str, ...] = (),
+) -> Workload:
+    """Train ``model`` briefly (:func:`_train`) and wrap it as a mean cross-entropy workload."""
+    acc = _train(model, X, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    return Workload(
+        name=name,
+        model=model,
+        loss_fn=nn.CrossEntropyLoss(),
+        X=X,
+        y=y,
+        description=f"{description}, trained {epochs} epochs of Adam",
+        train_accuracy=acc,
+        notes=list(notes),
+    )
+
+
 def digits_mlp(device: str | torch.device = "cpu", seed: int = 0, epochs: int = 10) -> Workload:
     """64 -> 64 -> 10 ReLU MLP on scikit-learn digits (4,810 parameters)."""
     from sklearn.datasets import load_digits
@@ -97,18 +124,9 @@ def digits_mlp(device: str | torch.device = "cpu", seed: int = 0, epochs: int = 
     y = torch.tensor(digits.target, dtype=torch.long, device=device)
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
-    acc = _train(model, X, y, epochs=epochs, batch_size=64, lr=1e-2, seed=seed)
-    return Workload(
-        name="digits_mlp",
-        model=model,
-        loss_fn=nn.CrossEntropyLoss(),
-        X=X,
-        y=y,
-        description=(
-            f"MLP 64-64-10 (ReLU) on scikit-learn digits, {X.shape[0]} samples, "
-            f"trained {epochs} epochs of Adam"
-        ),
-        train_accuracy=acc,
+    description = f"MLP 64-64-10 (ReLU) on scikit-learn digits, {X.shape[0]} samples"
+    return _trained_workload(
+        "digits_mlp", model, X, y, description, epochs=epochs, batch_size=64, lr=1e-2, seed=seed
     )
 
 
@@ -154,18 +172,12 @@ def mnist1d_cnn(
     y = torch.from_numpy(y_np).to(device)
     torch.manual_seed(seed)
     model = MNIST1DConvNet(length=X.shape[1]).to(device)
-    acc = _train(model, X, y, epochs=epochs, batch_size=100, lr=2e-3, seed=seed)
-    return Workload(
-        name="mnist1d_cnn",
-        model=model,
-        loss_fn=nn.CrossEntropyLoss(),
-        X=X,
-        y=y,
-        description=(
-            f"1-D CNN (conv 8-16-32, width 5; dense 1280-64-10) on MNIST-1D "
-            f"(mnist1d.make_dataset, offline), {n_samples} samples, trained {epochs} epochs of Adam"
-        ),
-        train_accuracy=acc,
+    description = (
+        "1-D CNN (conv 8-16-32, width 5; dense 1280-64-10) on MNIST-1D "
+        f"(mnist1d.make_dataset, offline), {n_samples} samples"
+    )
+    return _trained_workload(
+        "mnist1d_cnn", model, X, y, description, epochs=epochs, batch_size=100, lr=2e-3, seed=seed
     )
 
 
@@ -231,20 +243,21 @@ def cifar_resnet18(
     y = torch.randint(0, 10, (n_samples,), generator=generator).to(device)
     torch.manual_seed(seed)
     model = CifarResNet18(width=width).to(device)
-    acc = _train(model, X, y, epochs=epochs, batch_size=128, lr=1e-3, seed=seed)
-    return Workload(
-        name="cifar_resnet18",
-        model=model,
-        loss_fn=nn.CrossEntropyLoss(),
-        X=X,
-        y=y,
-        description=(
-            f"CIFAR-style ResNet-18{'' if width == 64 else f' at width {width}'} (BatchNorm in "
-            f"eval mode) on {n_samples} random 3x{image_size}x{image_size} inputs with random "
-            f"labels, trained {epochs} epochs of Adam"
-        ),
-        train_accuracy=acc,
-        notes=["random data: the spectrum is that of a net fitting noise, fine for timing"],
+    description = (
+        f"CIFAR-style ResNet-18{'' if width == 64 else f' at width {width}'} (BatchNorm in "
+        f"eval mode) on {n_samples} random 3x{image_size}x{image_size} inputs with random labels"
+    )
+    return _trained_workload(
+        "cifar_resnet18",
+        model,
+        X,
+        y,
+        description,
+        epochs=epochs,
+        batch_size=128,
+        lr=1e-3,
+        seed=seed,
+        notes=("random data: the spectrum is that of a net fitting noise, fine for timing",),
     )
 
 
