@@ -440,29 +440,10 @@ def _output_hessian_fn(loss_fn: Callable, f0: torch.Tensor, y: torch.Tensor) -> 
     return lambda u: jvp(out_grad, (f0,), (u,))[1]
 
 
-class _GGNLinearized(_Term):
-    cached = True
-
-    def __init__(
-        self,
-        out_of_w: Callable,
-        loss_fn: Callable,
-        y: torch.Tensor,
-        w0: torch.Tensor,
-        vmap_chunk: int,
-    ) -> None:
-        super().__init__(vmap_chunk)
-        f0, self._jvp = linearize(out_of_w, w0)
-        _, self._vjp = vjp(out_of_w, w0)
-        # The output Hessian acts on the small output space: no need to cache it.
-        self._hout = _output_hessian_fn(loss_fn, f0.detach(), y)
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        with quiet_torch_internals():
-            return self._vjp(self._hout(self._jvp(v)))[0]
-
-
 class _GGNFwdRev(_Term):
+    """``Jᵀ H_f J v``: ``J v`` by forward mode at each product, ``Jᵀ u`` through the kept
+    ``vjp`` of the forward pass."""
+
     def __init__(
         self,
         out_of_w: Callable,
@@ -474,12 +455,32 @@ class _GGNFwdRev(_Term):
         super().__init__(vmap_chunk)
         self._out_of_w, self._w0 = out_of_w, w0
         f0, self._vjp = vjp(out_of_w, w0)
+        # The output Hessian acts on the small output space: no need to cache it.
         self._hout = _output_hessian_fn(loss_fn, f0.detach(), y)
+
+    def _jacobian_product(self, v: torch.Tensor) -> torch.Tensor:
+        return jvp(self._out_of_w, (self._w0,), (v,))[1]
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         with quiet_torch_internals():
-            _, u = jvp(self._out_of_w, (self._w0,), (v,))
-            return self._vjp(self._hout(u))[0]
+            return self._vjp(self._hout(self._jacobian_product(v)))[0]
+
+
+class _GGNLinearized(_GGNFwdRev):
+    """As :class:`_GGNFwdRev`, with ``J v`` through the forward pass linearized once."""
+
+    cached = True
+
+    def __init__(
+        self,
+        out_of_w: Callable,
+        loss_fn: Callable,
+        y: torch.Tensor,
+        w0: torch.Tensor,
+        vmap_chunk: int,
+    ) -> None:
+        super().__init__(out_of_w, loss_fn, y, w0, vmap_chunk)
+        _, self._jacobian_product = linearize(out_of_w, w0)
 
 
 class _GGNRevRev(_Term):
