@@ -90,6 +90,23 @@ class TraceResult:
     exact_part: float = 0.0
 
 
+def _checked_setup(
+    op: Any, n_matvecs: int, seed: int, method: str, methods: tuple[str, str]
+) -> tuple[LinOp, torch.Generator, int]:
+    """Check the arguments shared by :func:`trace` and :func:`diagonal`; wrap ``op``.
+
+    ``methods[0]`` is the sketched method, which needs at least 4 products (a sketch,
+    its products and probes); the plain one needs 2.
+    """
+    if method not in methods:
+        raise ValueError(f"method must be one of {methods}, got {method!r}")
+    low = 4 if method == methods[0] else 2
+    n_matvecs = int(check_scalar(n_matvecs, "n_matvecs", low=low, integer=True))
+    seed = int(check_scalar(seed, "seed", integer=True))
+    lin = as_linop(op)
+    return lin, random_generator(seed, lin.device), n_matvecs
+
+
 def trace(op: Any, n_matvecs: int = 100, method: str = "hutch++", seed: int = 0) -> TraceResult:
     """Estimate ``tr(H)`` from ``n_matvecs`` products with random sign vectors.
 
@@ -139,13 +156,7 @@ def trace(op: Any, n_matvecs: int = 100, method: str = "hutch++", seed: int = 0)
     >>> abs(res.estimate - 268.0) < 4 * res.std_error + 1e-9
     True
     """
-    if method not in TRACE_METHODS:
-        raise ValueError(f"method must be one of {TRACE_METHODS}, got {method!r}")
-    low = 4 if method == "hutch++" else 2
-    n_matvecs = int(check_scalar(n_matvecs, "n_matvecs", low=low, integer=True))
-    seed = int(check_scalar(seed, "seed", integer=True))
-    lin = as_linop(op)
-    gen = random_generator(seed, lin.device)
+    lin, gen, n_matvecs = _checked_setup(op, n_matvecs, seed, method, TRACE_METHODS)
     P = lin.size
 
     exact = 0.0
@@ -248,13 +259,7 @@ def diagonal(
     >>> bool(torch.allclose(res.estimate, torch.diagonal(H)))   # exact for a diagonal H
     True
     """
-    if method not in DIAGONAL_METHODS:
-        raise ValueError(f"method must be one of {DIAGONAL_METHODS}, got {method!r}")
-    low = 4 if method == "diag++" else 2
-    n_matvecs = int(check_scalar(n_matvecs, "n_matvecs", low=low, integer=True))
-    seed = int(check_scalar(seed, "seed", integer=True))
-    lin = as_linop(op)
-    gen = random_generator(seed, lin.device)
+    lin, gen, n_matvecs = _checked_setup(op, n_matvecs, seed, method, DIAGONAL_METHODS)
     P = lin.size
 
     exact = torch.zeros(P, dtype=torch.float64, device=lin.device)
