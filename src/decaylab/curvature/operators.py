@@ -471,16 +471,9 @@ class _GGNLinearized(_GGNFwdRev):
 
     cached = True
 
-    def __init__(
-        self,
-        out_of_w: Callable,
-        loss_fn: Callable,
-        y: torch.Tensor,
-        w0: torch.Tensor,
-        vmap_chunk: int,
-    ) -> None:
-        super().__init__(out_of_w, loss_fn, y, w0, vmap_chunk)
-        _, self._jacobian_product = linearize(out_of_w, w0)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        _, self._jacobian_product = linearize(self._out_of_w, self._w0)
 
 
 class _GGNRevRev(_Term):
