@@ -25,6 +25,10 @@ plus each operator's ``"auto"`` (its choice recorded as ``backend_in_use``, its 
   ``torch.autograd``; GGN: ``Jᵀ H_f J v`` with ``torch.func``), so a fast but wrong backend
   shows.
 
+With ``--compile`` it also times ``torch.compile`` of a plain ``torch.func``
+forward-over-reverse product (compile seconds, per-product seconds, speed-up over the same
+product eager, and after how many products the compile time is paid back).
+
 Usage::
 
     .venv/bin/python benchmarks/hvp_backends.py --out benchmarks/results       # CPU, all three
@@ -133,6 +137,48 @@ def func_ggn_vp(wl: Workload, v: torch.Tensor) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in pullback(HJv)]).detach()
 
 
+def compiled_product_costs(
+    wl: Workload, v: torch.Tensor, repeats: int, gradient: Callable[[], object], grad_times: list
+) -> dict:
+    """Forward-over-reverse ``H v`` written with ``torch.func`` and put through ``torch.compile``.
+
+    Independent of decaylab: it asks whether compiling the product is worth its compile time.
+    ``compile_s`` is the first call (tracing, lowering and code generation).
+    """
+    names, params = _trainable(wl)
+    others = {n: p.detach() for n, p in wl.model.named_parameters() if not p.requires_grad}
+    others.update(dict(wl.model.named_buffers()))
+    sizes = [p.numel() for p in params]
+    w0 = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def loss_of_w(w: torch.Tensor) -> torch.Tensor:
+        tensors = [t.view_as(p) for t, p in zip(torch.split(w, sizes), params, strict=True)]
+        weights = {**dict(zip(names, tensors, strict=True)), **others}
+        return wl.loss_fn(functional_call(wl.model, weights, (wl.X,)), wl.y)
+
+    grad_fn = torch.func.grad(loss_of_w)
+
+    def product(u: torch.Tensor) -> torch.Tensor:
+        return jvp(grad_fn, (w0,), (u,))[1]
+
+    compiled = torch.compile(product)
+    device = w0.device
+    compile_s, first = timed(lambda: compiled(v), device)
+    ref = autograd_hvp(wl, v)
+    eager_ratio, eager_s = paired(lambda: product(v), gradient, repeats, device, grad_times)
+    ratio, best = paired(lambda: compiled(v), gradient, repeats, device, grad_times)
+    return {
+        "compile_s": compile_s,
+        "product_s": best,
+        "product_over_gradient": ratio,
+        "eager_product_s": eager_s,
+        "eager_product_over_gradient": eager_ratio,
+        "speedup_over_eager": eager_s / best,
+        "break_even_products": compile_s / max(eager_s - best, 1e-12) if best < eager_s else None,
+        "rel_diff_to_autograd": float((first - ref).norm() / ref.norm()),
+    }
+
+
 # -------------------------------------------------------------------------------------------
 # The run.
 # -------------------------------------------------------------------------------------------
@@ -151,6 +197,7 @@ def bench_workload(
     block_repeats: int,
     log: Callable[[str], None],
     configs: tuple[tuple[str, str, dict], ...] = CONFIGS,
+    compile_product: bool = False,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Time every backend on one workload; returns the summary and each backend's ``op @ v``."""
     device = wl.X.device
@@ -217,6 +264,21 @@ def bench_workload(
         )
         rows.append(row)
         del op, first
+    compiled = None
+    if compile_product:
+        release(device)
+        try:
+            compiled = compiled_product_costs(wl, v, repeats, gradient, grad_times)
+            log(
+                f"[{wl.name}] torch.compile(fwd_rev): compile {compiled['compile_s']:.1f} s, "
+                f"product {compiled['product_s']:.4f} s "
+                f"({compiled['product_over_gradient']:.2f}x), "
+                f"{compiled['speedup_over_eager']:.2f}x over eager, "
+                f"rel. diff {compiled['rel_diff_to_autograd']:.1e}"
+            )
+        except Exception as exc:  # compilers fail in many ways; the table still gets written
+            compiled = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            log(f"[{wl.name}] torch.compile(fwd_rev) FAILED: {compiled['error']}")
     t_grad = min(grad_times)
     for row in rows:
         if "product_s" in row:
@@ -231,6 +293,8 @@ def bench_workload(
         "gradient_s_all": grad_times,
         "rows": rows,
     }
+    if compiled is not None:
+        summary["compiled_fwd_rev"] = compiled
     return summary, products
 
 
@@ -275,6 +339,21 @@ def markdown(report: dict) -> str:
                 f"{r['block_column_over_gradient']:.2f} | {r['rel_diff_to_autograd']:.1e} | "
                 f"{r['cached_batches']}/{r['batches']} |"
             )
+        c = w.get("compiled_fwd_rev")
+        if c is not None and "error" in c:
+            lines += ["", f"`torch.compile` of the fwd_rev product failed: {c['error']}"]
+        elif c is not None:
+            even = c["break_even_products"]
+            even = "never" if even is None else f"after {even:.0f} products"
+            lines += [
+                "",
+                "`torch.compile` of a plain `torch.func` forward-over-reverse product (not a "
+                f"decaylab backend): compile {c['compile_s']:.1f} s, then {c['product_s']:.4f} s "
+                f"per product ({c['product_over_gradient']:.2f} gradients) against "
+                f"{c['eager_product_s']:.4f} s eager ({c['eager_product_over_gradient']:.2f}), "
+                f"{c['speedup_over_eager']:.2f}x; the compile time is paid back {even}; "
+                f"rel. diff {c['rel_diff_to_autograd']:.1e}.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -303,6 +382,11 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
         default=1,
         help="torch threads (default 1: steadiest on a shared machine; 0 keeps torch's default)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile of a torch.func forward-over-reverse product",
+    )
     parser.add_argument("--tag", default=None, help="file name suffix (default: the device type)")
     args = parser.parse_args([] if argv is None else argv)
     if args.threads > 0:
@@ -323,13 +407,14 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
         "repeats": args.repeats,
         "block": args.block,
         "block_repeats": args.block_repeats,
+        "compile": args.compile,
         "workloads": [],
     }
     products: dict[str, dict[str, torch.Tensor]] = {}
     for name in args.workloads:
         wl = workload_from_args(name, args, device)
         summary, products[name] = bench_workload(
-            wl, args.repeats, args.block, args.block_repeats, log
+            wl, args.repeats, args.block, args.block_repeats, log, compile_product=args.compile
         )
         report["workloads"].append(summary)
         del wl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -134,6 +135,28 @@ def test_hvp_backends_benchmark_runs_on_a_tiny_resnet(bench_path, tmp_path):
     assert float((hessian.double() - hv64).norm() / hv64.norm()) < 1e-4
     # The GGN is positive semi-definite: vᵀ G v ≥ 0 (and differs from the Hessian here).
     assert float(v @ ggn.double()) > 0
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile on CPU needs a C++ compiler",
+)
+def test_hvp_backends_times_a_compiled_product(bench_path, tmp_path):
+    """``--compile`` times torch.compile of a torch.func product and checks its answer."""
+    import hvp_backends
+
+    argv = ["--workloads", "digits_mlp", "--repeats", "1", "--block", "2"]
+    argv += ["--block-repeats", "1", "--compile", "--out", str(tmp_path)]
+    torch._dynamo.reset()
+    hvp_backends.main(tmp_path, argv=argv)
+
+    (workload,) = json.loads((tmp_path / "hvp_backends_cpu.json").read_text())["workloads"]
+    compiled = workload["compiled_fwd_rev"]
+    assert "error" not in compiled, compiled["error"]
+    # Compiling costs far more than one product (it traces, lowers and generates code).
+    assert compiled["compile_s"] > 10 * compiled["product_s"] > 0
+    assert compiled["rel_diff_to_autograd"] < 1e-4
+    assert "torch.compile" in (tmp_path / "hvp_backends_cpu.md").read_text()
 
 
 def test_affine_batchnorm_twin_has_the_same_hessian(bench_path):
