@@ -441,6 +441,9 @@ def eigen(
         eps = lin.eps if rel_error is None else rel_error
         return _ROUNDING_SAFETY * eps * kry.product_scales(theta, S)
 
+    def bound(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        return kry.residual_estimates(theta, S) + allowance(theta, S)
+
     # When the whole space fits in the basis and the budget, fill it: P products give
     # the complete spectrum, repeated eigenvalues included, at a cost that is small.
     fill_space = basis >= P and loop_budget >= P
@@ -457,19 +460,13 @@ def eigen(
         order = _wanted_order(theta, which)
         if kry.n_w >= k and not fill_space:
             want = order[:k]
-            bound = kry.residual_estimates(theta[want], S[:, want]) + allowance(
-                theta[want], S[:, want]
-            )
             thresh = tol * torch.clamp(theta[want].abs(), min=_NORM_FLOOR * hnorm)
-            if bool((bound <= thresh).all()):
+            if bool((bound(theta[want], S[:, want]) <= thresh).all()):
                 if rel_error is not None:
                     break
                 # Measure the products' rounding once, then judge again.
                 measured, rel_error = _measure_rounding(kry, theta, S, want)
-                bound = kry.residual_estimates(theta[want], S[:, want]) + allowance(
-                    theta[want], S[:, want]
-                )
-                if bool((bound <= thresh).all()):
+                if bool((bound(theta[want], S[:, want]) <= thresh).all()):
                     break
         if lin.n_matvecs >= loop_budget or kry.pending() == 0:
             break

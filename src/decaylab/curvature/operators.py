@@ -487,7 +487,6 @@ class _GGNRevRev(_Term):
         cached: bool,
     ) -> None:
         super().__init__(vmap_chunk)
-        self._use_vmap = False
         self.cached = cached
         with torch.enable_grad():
             self._w = w0.detach().clone().requires_grad_(True)
@@ -523,6 +522,25 @@ class _GGNRevRev(_Term):
 
 
 # --------------------------------------------------------------------------- operators
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got NaN or inf")
+
+
+def _like_input(out: torch.Tensor, x: Any) -> Any:
+    """A product back in the input's kind: numpy (its float dtype, else float64) or torch."""
+    if isinstance(x, np.ndarray):
+        return out.cpu().numpy().astype(x.dtype if x.dtype.kind == "f" else np.float64)
+    return out
 
 
 class CurvatureOperator:
@@ -778,6 +796,9 @@ class CurvatureOperator:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _allocated_bytes(self) -> int:
+        return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
+
     def _forget_failure(self, name: str, exc: BaseException) -> None:
         """Note why ``name`` failed and let go of what its attempt allocated.
 
@@ -981,26 +1002,20 @@ class CurvatureOperator:
             want_cache = cache_open and (
                 self._max_cached is None or len(self._terms) < self._max_cached
             )
+            if not (first or want_cache):
+                continue
+            self._synchronize()
+            before = self._allocated_bytes()
             if first:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                before = (
-                    torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
-                )
                 term = self._probe(X, y, want_cache)
                 first = False
-            elif want_cache:
-                before = (
-                    torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
-                )
-                term = self._make_term(self.backend, X, y, True)
             else:
-                continue
+                term = self._make_term(self.backend, X, y, True)
             if not term.cached:
                 cache_open = False
                 continue
             if self.device.type == "cuda":
-                size = float(torch.cuda.memory_allocated(self.device) - before)
+                size = float(self._allocated_bytes() - before)
             else:
                 size = float(_reachable_tensor_bytes(term))
             term.nbytes = int(size)
@@ -1136,18 +1151,11 @@ class CurvatureOperator:
         Same type, dtype and device as ``V``, shape ``(P, m)``; computed in
         :attr:`dtype` on :attr:`device`. Adds ``m`` to :attr:`n_matvecs`.
         """
-        as_numpy = isinstance(V, np.ndarray)
-        T = torch.from_numpy(V) if as_numpy else V
-        if not isinstance(T, torch.Tensor):
-            raise ValueError(f"V must be a torch.Tensor or numpy array, got {type(V).__name__}")
+        T = _as_tensor(V, "V")
         if T.ndim != 2 or T.shape[0] != self.num_params:
             raise ValueError(f"V must have shape ({self.num_params}, m), got {tuple(T.shape)}")
-        if not torch.isfinite(T).all():
-            raise ValueError("V must be finite, got NaN or inf")
-        out = self._matmat_checked(T)
-        if as_numpy:
-            return out.cpu().numpy().astype(V.dtype if V.dtype.kind == "f" else np.float64)
-        return out
+        _check_finite(T, "V")
+        return _like_input(self._matmat_checked(T), V)
 
     def _matmat_checked(self, T: torch.Tensor) -> torch.Tensor:
         work = T.detach().to(device=self.device, dtype=self.dtype)
@@ -1167,20 +1175,13 @@ class CurvatureOperator:
 
     def matvec(self, v: Any) -> Any:
         """Product with one vector ``v`` of length ``P`` (torch or numpy, same type back)."""
-        as_numpy = isinstance(v, np.ndarray)
-        t = torch.from_numpy(v) if as_numpy else v
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"v must be a torch.Tensor or numpy array, got {type(v).__name__}")
+        t = _as_tensor(v, "v")
         if t.ndim != 1 or t.shape[0] != self.num_params:
             raise ValueError(
                 f"v must be 1-D of length {self.num_params}, got shape {tuple(t.shape)}"
             )
-        if not torch.isfinite(t).all():
-            raise ValueError("v must be finite, got NaN or inf")
-        out = self._matmat_checked(t.unsqueeze(1))[:, 0]
-        if as_numpy:
-            return out.cpu().numpy().astype(v.dtype if v.dtype.kind == "f" else np.float64)
-        return out
+        _check_finite(t, "v")
+        return _like_input(self._matmat_checked(t.unsqueeze(1))[:, 0], v)
 
     def __matmul__(self, other: Any) -> Any:
         ndim = getattr(other, "ndim", None)
@@ -1323,11 +1324,9 @@ class HessianOperator(CurvatureOperator):
 
     def _make_term(self, backend: str, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term:
         loss_of_w = partial(_loss_closure, self, X, y)
-        if backend == "linearize":
-            if cached:
-                return _HessLinearized(loss_of_w, self._w0, self._vmap_chunk)
-            return _HessFwdRev(loss_of_w, self._w0, self._vmap_chunk)
-        if backend == "fwd_rev":
+        if backend == "linearize" and cached:
+            return _HessLinearized(loss_of_w, self._w0, self._vmap_chunk)
+        if backend in ("linearize", "fwd_rev"):
             return _HessFwdRev(loss_of_w, self._w0, self._vmap_chunk)
         return _HessRevRev(loss_of_w, self._w0, self._vmap_chunk_rev, cached)
 
