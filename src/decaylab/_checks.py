@@ -83,5 +83,12 @@ def check_scalar(
     return int(value) if integer else float(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` itself if it is a ``bool`` (not merely truthy), else ``ValueError``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def warn_theory(message: str, stacklevel: int = 3) -> None:
     warnings.warn(message, TheoryWarning, stacklevel=stacklevel)

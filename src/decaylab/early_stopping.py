@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from decaylab._checks import check_scalar
+from decaylab._checks import check_bool, check_scalar
 
 __all__ = ["EarlyStopping", "StopReason"]
 
@@ -45,12 +45,6 @@ class StopReason(enum.Enum):
 
 def _optional_finite(value: Any, name: str) -> float | None:
     return None if value is None else check_scalar(value, name)
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _as_float(value: Any) -> float:
@@ -157,9 +151,9 @@ class EarlyStopping:
         self.patience = check_scalar(patience, "patience", low=0, integer=True)
         self.min_delta = check_scalar(min_delta, "min_delta", low=0.0)
         self.baseline = _optional_finite(baseline, "baseline")
-        self.restore_best = _check_bool(restore_best, "restore_best")
+        self.restore_best = check_bool(restore_best, "restore_best")
         self.start_from = check_scalar(start_from, "start_from", low=0, integer=True)
-        self.check_finite = _check_bool(check_finite, "check_finite")
+        self.check_finite = check_bool(check_finite, "check_finite")
         self.stopping_threshold = _optional_finite(stopping_threshold, "stopping_threshold")
         self.divergence_threshold = _optional_finite(divergence_threshold, "divergence_threshold")
         if (

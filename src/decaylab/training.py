@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from decaylab._checks import check_scalar, warn_theory
+from decaylab._checks import check_bool, check_scalar, warn_theory
 from decaylab.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
@@ -355,12 +355,6 @@ def _as_data(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def _optional_int(value: Any, name: str, low: int = 1) -> int | None:
     return None if value is None else int(check_scalar(value, name, low=low, integer=True))
 
@@ -608,10 +602,10 @@ def fit(
     else:
         total_steps = int(check_scalar(epochs, "epochs", low=1, integer=True)) * batches_per_epoch
     weight_decay = check_scalar(weight_decay, "weight_decay", low=0.0)
-    decoupled = _check_bool(decoupled, "decoupled")
-    proximal = _check_bool(proximal, "proximal")
-    resume = _check_bool(resume, "resume")
-    progress = _check_bool(progress, "progress")
+    decoupled = check_bool(decoupled, "decoupled")
+    proximal = check_bool(proximal, "proximal")
+    resume = check_bool(resume, "resume")
+    progress = check_bool(progress, "progress")
     if penalty is not None and not isinstance(penalty, Penalty):
         raise ValueError(f"penalty must be an L1/L2/ElasticNet penalty or None, got {penalty!r}")
     if penalty_params not in ("decayed", "all"):
@@ -649,14 +643,14 @@ def fit(
             )
 
     # ---------------------------------------------------------------- parameters & optimizer
-    groups = param_groups(model, weight_decay)
-    # Membership is read from a probe with a positive decay, because with weight_decay=0 both
-    # groups carry 0 and could not be told apart.
-    decayed_ids = {
-        id(p) for g in param_groups(model, 1.0) if g["weight_decay"] > 0 for p in g["params"]
-    }
+    # Built with a positive probe decay, because with weight_decay=0 both groups would carry 0
+    # and the decayed one could not be told apart; the real value is set afterwards.
+    groups = param_groups(model, 1.0)
+    decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    for g in groups:
+        if g["weight_decay"] > 0:
+            g["weight_decay"] = weight_decay
     trainable = [p for g in groups for p in g["params"]]
-    decayed = [p for p in trainable if id(p) in decayed_ids]
     if penalty is not None:
         penalized = decayed if penalty_params == "decayed" else trainable
         if not penalized:
@@ -955,6 +949,6 @@ def fit(
         bar.close()
         model.train(was_training)
     if early_stopping is not None:
-        history.best_step = early_stopping.best_step
+        # history.best_step was set before the final save (or came with a finished checkpoint).
         early_stopping.on_train_end(model)
     return history
