@@ -36,6 +36,14 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return X, torch.tensor(y[:120], dtype=torch.long)
 
 
+@pytest.fixture(scope="module")
+def mlp_hessian(digits) -> torch.Tensor:
+    """Dense float64 Hessian (torch.func.hessian) of make_mlp()'s mean cross-entropy on digits;
+    read-only, shared by every test on that model."""
+    X, y = digits
+    return independent_hessian(make_mlp(), nn.CrossEntropyLoss(), X, y)
+
+
 def make_mlp(seed: int = 0, hidden: int = 4, out: int = 10) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, out))
@@ -54,47 +62,40 @@ def make_cnn(seed: int = 0) -> nn.Module:
     ).eval()
 
 
-def flat_loss(model: nn.Module, loss, X, y):
-    """Mean loss over (X, y) as a function of the flat float64 parameter vector (test-local)."""
-    names = [n for n, p in model.named_parameters()]
+def flat_params64(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+
+
+def flat_forward(model: nn.Module, X):
+    """The model's float64 output on X as a function of the flat float64 parameter vector."""
+    names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     sizes = [p.numel() for p in model.parameters()]
     X64 = X.double()
-    y64 = y.double() if y.is_floating_point() else y
     m64 = copy.deepcopy(model).double()
 
-    def f(w):
-        parts = dict(
-            zip(
-                names, [t.view(s) for t, s in zip(w.split(sizes), shapes, strict=True)], strict=True
-            )
-        )
-        return loss(functional_call(m64, parts, (X64,)), y64)
+    def out(w):
+        parts = {n: t.view(s) for n, t, s in zip(names, w.split(sizes), shapes, strict=True)}
+        return functional_call(m64, parts, (X64,))
 
-    return f
+    return out
+
+
+def flat_loss(model: nn.Module, loss, X, y):
+    """Mean loss over (X, y) as a function of the flat float64 parameter vector (test-local)."""
+    forward = flat_forward(model, X)
+    y64 = y.double() if y.is_floating_point() else y
+    return lambda w: loss(forward(w), y64)
 
 
 def independent_hessian(model: nn.Module, loss, X, y) -> torch.Tensor:
-    w = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
-    return torch.func.hessian(flat_loss(model, loss, X, y))(w)
+    return torch.func.hessian(flat_loss(model, loss, X, y))(flat_params64(model))
 
 
 def independent_ggn(model: nn.Module, kind: str, X, y) -> torch.Tensor:
     """Σ_i J_iᵀ H_i J_i / N with the output Hessians written out by hand."""
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    sizes = [p.numel() for p in model.parameters()]
-    w = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
-    m64 = copy.deepcopy(model).double()
-
-    def out(w):
-        parts = dict(
-            zip(
-                names, [t.view(s) for t, s in zip(w.split(sizes), shapes, strict=True)], strict=True
-            )
-        )
-        return functional_call(m64, parts, (X.double(),))
-
+    w = flat_params64(model)
+    out = flat_forward(model, X)
     J = jacrev(out)(w)  # (N, C, P)
     f = out(w).detach()
     N, C = f.shape
@@ -161,11 +162,11 @@ def test_frozen_parameters_are_left_out():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_hessian_products_match_independent_dense_float64(digits, backend):
+def test_hessian_products_match_independent_dense_float64(digits, mlp_hessian, backend):
     X, y = digits
     model = make_mlp()
     loss = nn.CrossEntropyLoss()
-    H_ref = independent_hessian(model, loss, X, y)
+    H_ref = mlp_hessian
     scale = H_ref.abs().max()
     # linearize traces each batch (~3 s of torch tracing): the split data alone for it
     forms = [unequal_batches(X, y)] if backend == "linearize" else [(X, y), unequal_batches(X, y)]
@@ -231,10 +232,10 @@ def test_mixed_cached_and_recomputed_batches(digits):
     assert torch.allclose(full.matmat(V), none.matmat(V), atol=1e-13)
 
 
-def test_parameter_subset_is_the_sub_block(digits):
+def test_parameter_subset_is_the_sub_block(digits, mlp_hessian):
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     op = HessianOperator(
         model, "cross_entropy", (X, y), params=["2.weight", "0.bias"], dtype=torch.float64
     )
@@ -300,11 +301,11 @@ def test_ggn_rejects_a_loss_it_cannot_vouch_for(digits):
 # ----------------------------------------------------------------------------- scipy, counters
 
 
-def test_to_scipy_with_eigsh_and_counter(digits):
+def test_to_scipy_with_eigsh_and_counter(digits, mlp_hessian):
     X, y = digits
     model = make_mlp()
     op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y).numpy()
+    H_ref = mlp_hessian.numpy()
     exact = np.linalg.eigh(H_ref)[0][::-1][:3]
     lin = op.to_scipy()
     assert lin.shape == op.shape and lin.dtype == np.float64
@@ -495,12 +496,12 @@ def _tracked_terms(monkeypatch, *classes):
 
 
 @pytest.mark.parametrize("slow", ["rev_rev", "fwd_rev"])
-def test_auto_keeps_the_faster_backend_and_frees_the_other(digits, monkeypatch, slow):
+def test_auto_keeps_the_faster_backend_and_frees_the_other(digits, mlp_hessian, monkeypatch, slow):
     from decaylab.curvature import operators
 
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     classes = {"rev_rev": operators._HessRevRev, "fwd_rev": operators._HessFwdRev}
     # torch's first jvp in a process leaves a reference cycle to that term (freed only by
     # the garbage collector); pay it here so the references checked below are the operator's.
@@ -531,10 +532,10 @@ def test_auto_keeps_the_faster_backend_and_frees_the_other(digits, monkeypatch, 
     assert op.n_matvecs == 4
 
 
-def test_auto_decides_on_blocks_too_and_to_dense_is_exact(digits):
+def test_auto_decides_on_blocks_too_and_to_dense_is_exact(digits, mlp_hessian):
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     op = HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
     gen = torch.Generator().manual_seed(3)
     V = torch.randn(op.num_params, 8, dtype=torch.float64, generator=gen)
@@ -549,12 +550,12 @@ def test_auto_decides_on_blocks_too_and_to_dense_is_exact(digits):
     assert list(fresh.backend_timings) == ["rev_rev"]  # the second candidate waits its turn
 
 
-def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, monkeypatch):
+def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, mlp_hessian, monkeypatch):
     from decaylab.curvature import operators
 
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     init = operators._HessRevRev.__init__
 
     def slow_build(self, *args, **kwargs):
@@ -576,7 +577,7 @@ def test_auto_times_set_up_and_product_when_the_cache_is_closed(digits, monkeypa
     assert cached.backend_timings["rev_rev"] < 0.25
 
 
-def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
+def test_auto_skips_a_failing_backend_with_a_note(digits, mlp_hessian, monkeypatch):
     from decaylab.curvature import operators
 
     def out_of_memory(self, v):
@@ -587,7 +588,7 @@ def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
 
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     v = torch.randn(H_ref.shape[0], dtype=torch.float64)
     atol = 1e-12 * H_ref.abs().max() * v.abs().sum()
     with monkeypatch.context() as patch:
@@ -613,14 +614,14 @@ def test_auto_skips_a_failing_backend_with_a_note(digits, monkeypatch):
             HessianOperator(model, "cross_entropy", (X, y), dtype=torch.float64)
 
 
-def test_auto_drops_a_backend_that_fails_only_on_the_full_batch(digits, monkeypatch):
+def test_auto_drops_a_backend_that_fails_only_on_the_full_batch(digits, mlp_hessian, monkeypatch):
     """Out of memory on a whole batch (not on the two warm-up samples): the product is
     computed by the other candidate, which is kept."""
     from decaylab.curvature import operators
 
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     matvec = operators._HessFwdRev.matvec
 
     def big_batches_fail(self, v):
@@ -657,12 +658,14 @@ def test_auto_drops_a_backend_that_fails_only_on_the_full_batch(digits, monkeypa
         (torch.float32, 1 + 1e-5, False),
     ],
 )
-def test_auto_refuses_backends_that_disagree(digits, monkeypatch, dtype, factor, refused):
+def test_auto_refuses_backends_that_disagree(
+    digits, mlp_hessian, monkeypatch, dtype, factor, refused
+):
     from decaylab.curvature import operators
 
     X, y = digits
     model = make_mlp()
-    H_ref = independent_hessian(model, nn.CrossEntropyLoss(), X, y)
+    H_ref = mlp_hessian
     # Along a top eigenvector q: the check compares qᵀ(H·Hq) with (H·Hq)ᵀq, so a product
     # off by `factor` shows as a relative gap of (factor − 1)/2.
     q = torch.linalg.eigh(H_ref)[1][:, -1].to(dtype)

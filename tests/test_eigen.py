@@ -16,7 +16,7 @@ import scipy.sparse.linalg as sla
 import torch
 from torch import nn
 
-from _spectra import nn_like, rotated
+from _spectra import DenseDuckOperator, nn_like, rotated
 from decaylab._checks import ConvergenceWarning
 from decaylab.curvature.lanczos import EigenResult, eigen
 from decaylab.curvature.operators import HessianOperator
@@ -31,6 +31,19 @@ def reference(A: np.ndarray, k: int, which: str) -> np.ndarray:
     if which == "smallest":
         return lam[:k]
     return lam[np.argsort(-np.abs(lam), kind="stable")][:k]
+
+
+def triple_top(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 300 x 300 matrix whose top eigenvalue 5 has multiplicity three, and its spectrum."""
+    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
+    return rotated(lam, seed=4), lam
+
+
+def tiny_smallest_float32() -> np.ndarray:
+    """Three eigenvalues far below float32 rounding of ||A||; exactly representable in float32."""
+    rng = np.random.default_rng(7)
+    lam = np.concatenate([[100.0, 50.0], rng.uniform(1e-9, 1e-8, 3), rng.uniform(1.0, 10.0, 195)])
+    return rotated(lam, seed=7).astype(np.float32).astype(np.float64)
 
 
 def check_certified(
@@ -99,9 +112,7 @@ def test_clustered_eigenvalues() -> None:
 
 
 def test_multiplicity_three_block() -> None:
-    rng = np.random.default_rng(4)
-    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
-    A = rotated(lam, seed=4)
+    A, _ = triple_top(np.random.default_rng(4))
     res = eigen(A, k=6, tol=1e-6, block_size=3)
     check_certified(A, res, reference(A, 6, "largest"), tol=1e-6)
     assert res.all_converged and res.block_size == 3
@@ -110,9 +121,7 @@ def test_multiplicity_three_block() -> None:
 
 def test_multiplicity_three_single_vector_pairs_still_true() -> None:
     """b = 1 may see one copy only (documented); each certified pair is still an eigenpair."""
-    rng = np.random.default_rng(4)
-    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
-    A = rotated(lam, seed=4)
+    A, lam = triple_top(np.random.default_rng(4))
     res = eigen(A, k=6, tol=TOL)
     assert res.block_size == 1
     Q = res.eigenvectors.numpy()
@@ -160,9 +169,7 @@ def test_restarts_keep_certification() -> None:
 
 def test_float32_tiny_eigenvalues_are_flagged() -> None:
     """float32 products cannot certify eigenvalues far below their rounding: flagged."""
-    rng = np.random.default_rng(7)
-    lam = np.concatenate([[100.0, 50.0], rng.uniform(1e-9, 1e-8, 3), rng.uniform(1.0, 10.0, 195)])
-    A = rotated(lam, seed=7).astype(np.float32).astype(np.float64)
+    A = tiny_smallest_float32()
     with pytest.warns(ConvergenceWarning, match="not certified"):
         res = eigen(torch.from_numpy(A).float(), k=3, which="smallest", tol=1e-3)
     assert not res.converged.any()
@@ -171,9 +178,7 @@ def test_float32_tiny_eigenvalues_are_flagged() -> None:
 
 def test_float32_behind_float64_linear_operator_is_measured() -> None:
     """A LinearOperator that claims float64 but computes in float32 is not trusted blindly."""
-    rng = np.random.default_rng(7)
-    lam = np.concatenate([[100.0, 50.0], rng.uniform(1e-9, 1e-8, 3), rng.uniform(1.0, 10.0, 195)])
-    A = rotated(lam, seed=7).astype(np.float32).astype(np.float64)
+    A = tiny_smallest_float32()
     A32 = A.astype(np.float32)
     op = sla.LinearOperator(
         A.shape, matvec=lambda x: (A32 @ x.astype(np.float32)).astype(np.float64), dtype=np.float64
@@ -186,16 +191,7 @@ def test_float32_behind_float64_linear_operator_is_measured() -> None:
 
 def test_tiny_P_float32_operator_budget_includes_measurement() -> None:
     A = rotated(np.array([2.0, -1.0, 0.5]), seed=8).astype(np.float32).astype(np.float64)
-
-    class Op32:
-        shape = (3, 3)
-        dtype = torch.float32
-        device = torch.device("cpu")
-
-        def matmat(self, V: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(A).float() @ V
-
-    res = eigen(Op32(), k=3)
+    res = eigen(DenseDuckOperator(A, torch.float32), k=3)
     assert res.all_converged and res.n_matvecs == 4
     check_certified(A, res, reference(A, 3, "largest"))
 
@@ -272,8 +268,7 @@ def test_start_vector_on_an_eigenvector_converges_at_once() -> None:
 
 def test_start_block_sets_the_block_size_and_finds_a_triple_eigenvalue() -> None:
     rng = np.random.default_rng(4)
-    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0, 3.5, 3.4], rng.uniform(-1, 1, 294)])
-    A = rotated(lam, seed=4)
+    A, _ = triple_top(rng)  # rng goes on to draw the start block
     res = eigen(A, k=6, tol=1e-6, v0=rng.standard_normal((300, 3)))
     assert res.block_size == 3
     check_certified(A, res, reference(A, 6, "largest"), tol=1e-6)
