@@ -498,3 +498,24 @@ def test_loss_fn_must_return_a_scalar(small):
     model, data = small
     with pytest.raises(ValueError, match="loss_fn"):
         fit(model, lambda p, t: (p.squeeze() - t) ** 2, data, steps=1, progress=False)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "fista"])
+def test_non_finite_loss_records_each_step_once(optimizer):
+    """A loss that turns NaN mid-run stops the run; no step is recorded twice."""
+    X = torch.tensor(np.random.default_rng(10).normal(size=(30, 3)))
+    y = X.sum(1)
+    training_calls = []
+
+    def loss_fn(output, target):
+        if torch.is_grad_enabled():  # training objective, not the no-grad measurement
+            training_calls.append(1)
+            if len(training_calls) == 4:
+                return half_mse(output, target) * float("nan")
+        return half_mse(output, target)
+
+    hist = fit(_linear(3), loss_fn, (X, y), optimizer=optimizer, lr=0.1, steps=10,
+               progress=False)
+    assert hist.stop_reason == "non-finite"
+    assert len(hist.step) == len(set(hist.step))
+    assert hist.step == sorted(hist.step)

@@ -895,19 +895,17 @@ def fit(
                         return loss
 
                     loss = opt.step(closure)
-                    if not bool(torch.isfinite(loss.detach())):
-                        history.stop_reason = "non-finite"
-                        evaluate(step, check=False)
-                        break
                 else:
                     opt.zero_grad(set_to_none=True)
                     loss = batch_objective(xb, yb)
-                    if not bool(torch.isfinite(loss.detach())):
-                        # The weights that produced it are kept as they are; no step, no save.
-                        history.stop_reason = "non-finite"
-                        if not history.step or history.step[-1] != step:
-                            evaluate(step, check=False)
-                        break
+                if not bool(torch.isfinite(loss.detach())):
+                    # The weights that produced it are kept as they are; no step, no save.
+                    # (FISTA's step already refused to move on a non-finite loss.)
+                    history.stop_reason = "non-finite"
+                    if not history.step or history.step[-1] != step:
+                        evaluate(step, check=False)
+                    break
+                if opt_name != "fista":
                     loss.backward()
                     with torch.no_grad():
                         for g in opt.param_groups:
