@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from sklearn.datasets import load_digits
 from torch import nn
 
+from decaylab.curvature.dense import dense_hessian
 from decaylab.curvature.lanczos import eigen
 from decaylab.curvature.operators import GGNOperator, HessianOperator
 
@@ -62,6 +63,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "Hv": op @ V[:, 0],
             "dense": op.to_dense(),
             "GV": GGNOperator(model, "cross_entropy", _shard(rank)).matmat(V),
+            "dense_hessian": dense_hessian(model, nn.CrossEntropyLoss(), _shard(rank)),
         }
         res = eigen(op, k=3, tol=1e-8)
         result["eigen"] = torch.as_tensor(np.asarray(res.eigenvalues, dtype=np.float64))
@@ -98,6 +100,17 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     HV = single.matmat(V)
     GV = GGNOperator(model, "cross_entropy", (X, y)).matmat(V)
     exact = np.linalg.eigh(single.to_dense().numpy())[0][::-1]
+    # The full-data Hessian by torch.func alone, as the reference for dense_hessian.
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def full_loss(w: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(names, (t.view(s) for t, s in zip(w.split([s.numel() for s in shapes]),
+                                                             shapes, strict=True)), strict=True))
+        return nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
+
+    H_full = torch.func.hessian(full_loss)(w0)
 
     for r in ranks:
         assert r["num_samples"] == 150 and r["world_size"] == 2
@@ -107,6 +120,8 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         top = np.linalg.eigh(r["dense"].numpy())[0][::-1][:3]
         assert np.allclose(top, exact[:3], rtol=1e-10, atol=1e-13)
         assert np.allclose(r["eigen"].numpy(), exact[:3], rtol=1e-6)
+        # each rank's dense Hessian covers all ranks' samples, not only its shard
+        assert torch.allclose(r["dense_hessian"], H_full, rtol=1e-10, atol=1e-13)
     # rank 1 names its own bad batch; rank 0 learns that another rank failed
     assert "data: batch 0" in ranks[1]["bad"]
     assert "another rank failed" in ranks[0]["bad"]

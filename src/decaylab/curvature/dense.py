@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import grad, jvp, vmap
 
 from decaylab._checks import check_scalar
+from decaylab.curvature.distributed import all_reduce_sum
 from decaylab.curvature.operators import GGNOperator, HessianOperator, quiet_torch_internals
 
 __all__ = ["dense_hessian", "dense_ggn", "DEFAULT_MAX_PARAMS"]
@@ -94,7 +95,7 @@ def dense_hessian(
             continue
 
         def loss_of_w(w: torch.Tensor, X: torch.Tensor = X, y: torch.Tensor = y) -> torch.Tensor:
-            return op._loss_fn(functional_call(op._model, op._unflatten(w), (X,)), y).reshape(())
+            return op._loss(w, X, y)
 
         try:
             grad_fn = grad(loss_of_w)
@@ -109,6 +110,8 @@ def dense_hessian(
         except (RuntimeError, NotImplementedError, TypeError):
             block = _hessian_double_backward(loss_of_w, op._w0)
         total.add_(block, alpha=n)
+    # num_samples counts every rank's samples, so the sum must too (as op.matmat does).
+    total = all_reduce_sum(total, op._group)
     total /= op.num_samples
     return 0.5 * (total + total.T)
 
@@ -117,11 +120,10 @@ def _hessian_double_backward(loss_of_w: Any, w0: torch.Tensor) -> torch.Tensor:
     w = w0.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(loss_of_w(w), w, create_graph=True)
+        if not g.requires_grad:  # gradient does not depend on w: zero curvature
+            return torch.zeros(w.numel(), w.numel(), dtype=w.dtype, device=w.device)
         rows = []
         for i in range(w.numel()):
-            if not g.requires_grad:
-                rows.append(torch.zeros_like(w))
-                continue
             (row,) = torch.autograd.grad(g[i], w, retain_graph=True, allow_unused=True)
             rows.append(torch.zeros_like(w) if row is None else row.detach())
     return torch.stack(rows)
