@@ -98,8 +98,8 @@ def _dense_from_tensor(A: torch.Tensor) -> LinOp:
     A = A.detach()
     if not bool(torch.isfinite(A).all()):
         raise ValueError("op must be finite, got NaN or inf in the matrix")
-    scale = float(A.abs().max()) if A.numel() else 0.0
-    asym = float((A - A.T).abs().max()) if A.numel() else 0.0
+    scale = float(A.abs().max())
+    asym = float((A - A.T).abs().max())
     if asym > _SYMMETRY_SLACK * torch.finfo(A.dtype).eps * max(scale, np.finfo(float).tiny):
         raise ValueError(
             f"op must be symmetric, got max|A - A^T| = {asym:.3g} for max|A| = {scale:.3g}"
@@ -183,9 +183,8 @@ def as_linop(op: Any) -> LinOp:
     )
 
 
-def random_generator(seed: int, device: torch.device) -> torch.Generator:
+def random_generator(seed: int) -> torch.Generator:
     """A seeded CPU generator (draws are made on the CPU so results do not depend on device)."""
-    del device
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 

@@ -56,8 +56,6 @@ def select_params(
 
     if isinstance(params, (str, torch.Tensor)):
         params = [params]
-    if isinstance(params, dict):
-        params = list(params.keys())
     if not isinstance(params, Iterable):
         raise ValueError(f"params must be None, names or tensors, got {type(params).__name__}")
     entries = list(params)

@@ -430,7 +430,7 @@ def eigen(
     # A float64 matrix product is trusted to sqrt(P) rounding units without measuring.
     rel_error = None if measure else lin.eps * math.sqrt(P)
 
-    gen = random_generator(seed, lin.device)
+    gen = random_generator(seed)
     if start is not None:
         start = start[:, :b]
     kry = _Krylov(lin, basis, b, gen, start)

@@ -104,7 +104,7 @@ def _checked_setup(
     n_matvecs = int(check_scalar(n_matvecs, "n_matvecs", low=low, integer=True))
     seed = int(check_scalar(seed, "seed", integer=True))
     lin = as_linop(op)
-    return lin, random_generator(seed, lin.device), n_matvecs
+    return lin, random_generator(seed), n_matvecs
 
 
 def trace(op: Any, n_matvecs: int = 100, method: str = "hutch++", seed: int = 0) -> TraceResult:
@@ -354,15 +354,15 @@ def _lanczos_block(lin: LinOp, V0: torch.Tensor, n_steps: int) -> list[torch.Ten
         w = torch.zeros_like(v)
         w[idx.to(dev)] = lin.matmat(v[idx.to(dev)].T.contiguous()).T
         a = (w * v).sum(dim=1)
+        alpha[idx, j] = a.cpu()[idx]
+        if j == n_steps - 1:  # the last step's beta and next vector would go unused
+            break
         scale = torch.linalg.vector_norm(w, dim=1)
         Q = basis[:, : j + 1]  # (nb, j+1, P), a view; finished runs have w = 0
         for _ in range(2):  # full reorthogonalization, twice
             w = w - torch.bmm(Q.transpose(1, 2), torch.bmm(Q, w[:, :, None]))[:, :, 0]
         b = torch.linalg.vector_norm(w, dim=1)
-        alpha[idx, j] = a.cpu()[idx]
         beta[idx, j] = b.cpu()[idx]
-        if j == n_steps - 1:
-            break
         going = (b > 1e-10 * scale.clamp_min(1e-300)).cpu() & alive
         length[alive & ~going] = j + 1
         alive = going
@@ -452,7 +452,7 @@ def spectral_density(
         if grid_values.size < 2:
             raise ValueError(f"grid must have at least 2 points, got {grid_values.size}")
     lin = as_linop(op)
-    gen = random_generator(seed, lin.device)
+    gen = random_generator(seed)
     P = lin.size
     steps = min(n_steps, P)
 
