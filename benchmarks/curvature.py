@@ -85,12 +85,17 @@ def _flat_params(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
 
 
+def _flat_objective(
+    wl: Workload, dtype: torch.dtype = torch.float32
+) -> tuple[Callable, torch.Tensor]:
+    """The mean loss as a function of the flat parameters, and those parameters, in ``dtype``."""
+    model = wl.model if dtype == torch.float32 else copy.deepcopy(wl.model).to(dtype)
+    return _flat_loss(wl, model, wl.X.to(dtype)), _flat_params(model)
+
+
 def make_hvp(wl: Workload, dtype: torch.dtype = torch.float32) -> Callable:
     """Forward-over-reverse product ``v -> H v`` of the mean loss, in ``dtype``."""
-    model = wl.model if dtype == torch.float32 else copy.deepcopy(wl.model).to(dtype)
-    X = wl.X.to(dtype)
-    loss_of = _flat_loss(wl, model, X)
-    w = _flat_params(model)
+    loss_of, w = _flat_objective(wl, dtype)
     gradient = grad(loss_of)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
@@ -105,9 +110,8 @@ def make_cached_hvp64(wl: Workload) -> Callable:
     For the tight reference only: each product is one backward pass through the retained
     graph, about three times cheaper than forward-over-reverse here.
     """
-    model = copy.deepcopy(wl.model).double()
-    loss_of = _flat_loss(wl, model, wl.X.double())
-    w = _flat_params(model).requires_grad_(True)
+    loss_of, w = _flat_objective(wl, torch.float64)
+    w.requires_grad_(True)
     (gradient,) = torch.autograd.grad(loss_of(w), w, create_graph=True)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
@@ -118,9 +122,7 @@ def make_cached_hvp64(wl: Workload) -> Callable:
 
 
 def dense_hessian64(wl: Workload) -> np.ndarray:
-    model = copy.deepcopy(wl.model).double()
-    loss_of = _flat_loss(wl, model, wl.X.double())
-    w = _flat_params(model)
+    loss_of, w = _flat_objective(wl, torch.float64)
     H = torch.func.jacrev(grad(loss_of), chunk_size=256)(w)
     return (0.5 * (H + H.T)).cpu().numpy()
 
@@ -435,8 +437,7 @@ def _version(dist: str, module: str) -> str | None:
 
 def unit_costs(wl: Workload, hvp: Callable, repeats: int = 3) -> dict:
     device = wl.X.device
-    loss_of = _flat_loss(wl, wl.model, wl.X)
-    w = _flat_params(wl.model)
+    loss_of, w = _flat_objective(wl)
     gradient = grad(loss_of)
     v = torch.randn(w.shape, generator=torch.Generator().manual_seed(0)).to(device)
     g_s = min(timed(lambda: gradient(w), device)[0] for _ in range(repeats))
@@ -649,8 +650,7 @@ def main(out_dir: str | Path = "benchmarks/results", argv: list[str] | None = No
         with kernel_setting(args.kernel_setting, wl) as view:
             report["workloads"].append(bench_workload(view, tools, repeats, args.seed, log))
         del wl
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
 
     tag = args.tag or device.type
     (out / f"curvature_{tag}.json").write_text(json.dumps(report, indent=2, default=_jsonable))

@@ -54,7 +54,7 @@ from decaylab.curvature.operators import GGNOperator, HessianOperator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import release, timed  # noqa: E402
-from curvature import machine_info  # noqa: E402
+from curvature import machine_info, make_hvp  # noqa: E402
 from workloads import WORKLOADS, Workload, workload_from_args  # noqa: E402
 
 #: (operator, backend, extra constructor arguments) in the order they run.
@@ -138,33 +138,23 @@ def func_ggn_vp(wl: Workload, v: torch.Tensor) -> torch.Tensor:
 
 
 def compiled_product_costs(
-    wl: Workload, v: torch.Tensor, repeats: int, gradient: Callable[[], object], grad_times: list
+    wl: Workload,
+    v: torch.Tensor,
+    ref: torch.Tensor,
+    repeats: int,
+    gradient: Callable[[], object],
+    grad_times: list,
 ) -> dict:
     """Forward-over-reverse ``H v`` written with ``torch.func`` and put through ``torch.compile``.
 
     Independent of decaylab: it asks whether compiling the product is worth its compile time.
-    ``compile_s`` is the first call (tracing, lowering and code generation).
+    ``compile_s`` is the first call (tracing, lowering and code generation); ``ref`` is the
+    independent ``H v`` (:func:`autograd_hvp`) the first call is compared with.
     """
-    names, params = _trainable(wl)
-    others = {n: p.detach() for n, p in wl.model.named_parameters() if not p.requires_grad}
-    others.update(dict(wl.model.named_buffers()))
-    sizes = [p.numel() for p in params]
-    w0 = torch.cat([p.detach().reshape(-1) for p in params])
-
-    def loss_of_w(w: torch.Tensor) -> torch.Tensor:
-        tensors = [t.view_as(p) for t, p in zip(torch.split(w, sizes), params, strict=True)]
-        weights = {**dict(zip(names, tensors, strict=True)), **others}
-        return wl.loss_fn(functional_call(wl.model, weights, (wl.X,)), wl.y)
-
-    grad_fn = torch.func.grad(loss_of_w)
-
-    def product(u: torch.Tensor) -> torch.Tensor:
-        return jvp(grad_fn, (w0,), (u,))[1]
-
+    product = make_hvp(wl)
     compiled = torch.compile(product)
-    device = w0.device
+    device = wl.X.device
     compile_s, first = timed(lambda: compiled(v), device)
-    ref = autograd_hvp(wl, v)
     eager_ratio, eager_s = paired(lambda: product(v), gradient, repeats, device, grad_times)
     ratio, best = paired(lambda: compiled(v), gradient, repeats, device, grad_times)
     return {
@@ -268,7 +258,9 @@ def bench_workload(
     if compile_product:
         release(device)
         try:
-            compiled = compiled_product_costs(wl, v, repeats, gradient, grad_times)
+            compiled = compiled_product_costs(
+                wl, v, references["Hessian"], repeats, gradient, grad_times
+            )
             log(
                 f"[{wl.name}] torch.compile(fwd_rev): compile {compiled['compile_s']:.1f} s, "
                 f"product {compiled['product_s']:.4f} s "

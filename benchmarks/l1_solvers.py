@@ -48,9 +48,10 @@ def liblinear(X: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     kwargs = dict(C=1.0 / (len(y) * alpha), solver="liblinear", fit_intercept=False, tol=1e-10,
                   max_iter=10000)
     major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
-    kwargs["l1_ratio" if (major, minor) >= (1, 8) else "penalty"] = (
-        1.0 if (major, minor) >= (1, 8) else "l1"
-    )
+    if (major, minor) >= (1, 8):  # 1.8 deprecates ``penalty`` in favour of ``l1_ratio``
+        kwargs["l1_ratio"] = 1.0
+    else:
+        kwargs["penalty"] = "l1"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return LogisticRegression(**kwargs).fit(X, y).coef_.ravel()
@@ -140,11 +141,10 @@ def main() -> None:
         gap_eff = (objective(X, y, w, alpha_eff) - f_eff) / f_eff
         results[name]["alpha_effective"] = alpha_eff
         results[name]["gap_for_alpha_effective"] = gap_eff
-        results[name]["same_support_for_alpha_effective"] = bool(
-            np.array_equal(w == 0, w_eff == 0)
-        )
+        same_support = bool(np.array_equal(w == 0, w_eff == 0))
+        results[name]["same_support_for_alpha_effective"] = same_support
         print(f"{name}: gap to the optimum for alpha(1-mu)={alpha_eff:g}: {gap_eff:.1e}, "
-              f"same support: {np.array_equal(w == 0, w_eff == 0)}")
+              f"same support: {same_support}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(alpha=alpha, lipschitz=lipschitz, f_star=f_star, f_liblinear=f_lib,
