@@ -61,38 +61,55 @@ def _sgd_factory(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
 CONFIGS: dict[str, dict[str, Any]] = {
     "sgd-coupled-momentum": dict(lr=0.05, momentum=0.9, weight_decay=1e-2, steps=15),
     "sgd-decoupled-momentum-minibatch": dict(
-        lr=0.05, momentum=0.9, weight_decay=0.05, decoupled=True, batch_size=7, epochs=3,
-        eval_every=2, record_every=3,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=0.05,
+        decoupled=True,
+        batch_size=7,
+        epochs=3,
+        eval_every=2,
+        record_every=3,
     ),
-    "adam-coupled-minibatch": dict(optimizer="adam", lr=0.02, weight_decay=0.01,
-                                   batch_size=10, steps=12),
-    "adam-decoupled": dict(optimizer="adam", lr=0.02, weight_decay=0.1, decoupled=True,
-                           steps=10),
+    "adam-coupled-minibatch": dict(
+        optimizer="adam", lr=0.02, weight_decay=0.01, batch_size=10, steps=12
+    ),
+    "adam-decoupled": dict(optimizer="adam", lr=0.02, weight_decay=0.1, decoupled=True, steps=10),
     "adamw": dict(optimizer="adamw", lr=0.02, weight_decay=0.1, steps=12),
-    "fista-auto-l1": dict(optimizer="fista", lr="auto", penalty=L1(0.01), steps=15,
-                          record_every=5),
+    "fista-auto-l1": dict(optimizer="fista", lr="auto", penalty=L1(0.01), steps=15, record_every=5),
     "fista-fixed-wd": dict(optimizer="fista", lr=0.1, weight_decay=0.05, steps=10),
     "sgd-l1-prox-all": dict(lr=0.1, penalty=L1(0.02), penalty_params="all", steps=15),
-    "sgd-elasticnet-subgradient": dict(lr=0.1, penalty=ElasticNet(0.02, 0.5), proximal=False,
-                                       steps=15),
-    "adam-l1-prox-minibatch": dict(optimizer="adam", lr=0.02, penalty=L1(0.01), batch_size=8,
-                                   steps=9),
+    "sgd-elasticnet-subgradient": dict(
+        lr=0.1, penalty=ElasticNet(0.02, 0.5), proximal=False, steps=15
+    ),
+    "adam-l1-prox-minibatch": dict(
+        optimizer="adam", lr=0.02, penalty=L1(0.01), batch_size=8, steps=9
+    ),
     "early-stopping-restore": dict(
-        lr=0.3, steps=80, early_stopping=dict(patience=2, min_delta=1e-3, restore_best=True),
+        lr=0.3,
+        steps=80,
+        early_stopping=dict(patience=2, min_delta=1e-3, restore_best=True),
     ),
     "early-stopping-train-threshold": dict(
-        lr=0.2, steps=80, eval_every=3,
+        lr=0.2,
+        steps=80,
+        eval_every=3,
         early_stopping=dict(monitor="train_loss", stopping_threshold=0.12, patience=100),
     ),
     "checkpoint-resume-dropout": dict(
-        lr=0.05, momentum=0.5, batch_size=6, steps=20, dropout=0.3, resume_at=9,
-        weight_decay=0.01, record_every=4,
+        lr=0.05,
+        momentum=0.5,
+        batch_size=6,
+        steps=20,
+        dropout=0.3,
+        resume_at=9,
+        weight_decay=0.01,
+        record_every=4,
         early_stopping=dict(patience=1000, restore_best=True),
     ),
-    "factory-decoupled": dict(optimizer=_sgd_factory, weight_decay=0.1, decoupled=True,
-                              steps=10),
-    "cross-entropy-minibatch": dict(classify=True, optimizer="adam", lr=0.05, batch_size=6,
-                                    epochs=3, weight_decay=0.01),
+    "factory-decoupled": dict(optimizer=_sgd_factory, weight_decay=0.1, decoupled=True, steps=10),
+    "cross-entropy-minibatch": dict(
+        classify=True, optimizer="adam", lr=0.05, batch_size=6, epochs=3, weight_decay=0.01
+    ),
     "non-finite": dict(lr=1e6, steps=200),
 }
 
@@ -115,12 +132,29 @@ def run_config(name: str, workdir: Path) -> tuple[nn.Module, Any]:
         warnings.simplefilter("ignore", TheoryWarning)
         if resume_at is not None:
             first = dict(kwargs, steps=resume_at)
-            fit(model, loss_fn, train, checkpoint_dir=workdir, checkpoint_every=4,
-                early_stopping=make_es(), **common, **first)
+            fit(
+                model,
+                loss_fn,
+                train,
+                checkpoint_dir=workdir,
+                checkpoint_every=4,
+                early_stopping=make_es(),
+                **common,
+                **first,
+            )
             model = _mlp(1, CONFIGS[name]["dropout"])  # resume must restore everything
             torch.manual_seed(123)  # and the global RNG state too
-            history = fit(model, loss_fn, train, checkpoint_dir=workdir, checkpoint_every=4,
-                          resume=True, early_stopping=make_es(), **common, **kwargs)
+            history = fit(
+                model,
+                loss_fn,
+                train,
+                checkpoint_dir=workdir,
+                checkpoint_every=4,
+                resume=True,
+                early_stopping=make_es(),
+                **common,
+                **kwargs,
+            )
         else:
             history = fit(model, loss_fn, train, early_stopping=make_es(), **common, **kwargs)
     return model, history
@@ -169,8 +203,10 @@ def main() -> None:
     GOLDEN.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     for name, result in results.items():
         h = result["history"]
-        print(f"{name:36s} steps={h['steps_done']:3d} stop={h['stop_reason']} "
-              f"best={h['best_step']}", file=sys.stderr)
+        print(
+            f"{name:36s} steps={h['steps_done']:3d} stop={h['stop_reason']} best={h['best_step']}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":
