@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from decaylab._checks import TheoryWarning
+from decaylab._checks import ConvergenceWarning, TheoryWarning
 from decaylab.early_stopping import EarlyStopping
 from decaylab.regularize import L1, ElasticNet
 from decaylab.training import fit, half_mse
@@ -130,6 +130,7 @@ def run_config(name: str, workdir: Path) -> tuple[nn.Module, Any]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TheoryWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the non-finite run warns
         if resume_at is not None:
             first = dict(kwargs, steps=resume_at)
             fit(
