@@ -6,6 +6,7 @@ Every refusal is a ``ValueError`` that names the argument, raised before any ste
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from decaylab._checks import check_bool, check_scalar
+from decaylab._checks import check_bool
+from decaylab._inputs import (
+    as_float,
+    as_int,
+    as_loss,
+    as_tensor_pair,
+    batch_weight,
+    check_target_shape,
+    probe_mean_loss,
+)
 from decaylab.regularize import Penalty
+from decaylab.training.evaluation import checked_loss
 from decaylab.training.hooks import Callback
 
 __all__ = ["FitConfig", "OPTIMIZER_NAMES"]
@@ -23,6 +34,7 @@ __all__ = ["FitConfig", "OPTIMIZER_NAMES"]
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "fista")
 MONITORABLE = ("train_loss", "val_loss", "objective")
 DEFAULT_CHECKPOINT_EVERY = 100
+_PROBE_SAMPLES = 64  # enough for the mean-loss probe's halves and thirds; cheap
 Data = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -87,43 +99,91 @@ class FitConfig:
             model=model, loss_fn=loss_fn, train=train, val=val, opt_name=opt_name,
             factory=factory, lr=lr, momentum=momentum, batch_size=batch_size,
             total_steps=total_steps,
-            weight_decay=check_scalar(a["weight_decay"], "weight_decay", low=0.0),
+            weight_decay=as_float(a["weight_decay"], "weight_decay", low=0.0),
             penalty=penalty, penalty_params=a["penalty_params"],
             early_stopping=a["early_stopping"],
-            eval_every=int(check_scalar(a["eval_every"], "eval_every", low=1, integer=True)),
+            eval_every=as_int(a["eval_every"], "eval_every", low=1),
             checkpoint_dir=directory, checkpoint_every=every,
-            seed=int(check_scalar(a["seed"], "seed", integer=True)),
+            seed=as_int(a["seed"], "seed"),
             record_every=_optional_int(a["record_every"], "record_every"),
             callbacks=_check_callbacks(a["callbacks"]), **flags,
         )  # fmt: skip
 
 
 def _optional_int(value: Any, name: str, low: int = 1) -> int | None:
-    return None if value is None else int(check_scalar(value, name, low=low, integer=True))
-
-
-def _as_data(data: Any, name: str) -> Data:
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"{name} must be a pair (X, y) of tensors, got {type(data).__name__}")
-    X, y = (d if isinstance(d, torch.Tensor) else torch.as_tensor(d) for d in data)
-    if X.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{name}: X and y must have a sample dimension, got 0-d tensors")
-    if len(X) == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
-    if len(X) != len(y):
-        raise ValueError(f"{name}: X has {len(X)} samples but y has {len(y)}")
-    return X, y
+    return None if value is None else as_int(value, name, low=low)
 
 
 def _check_model_and_data(a: dict[str, Any]) -> tuple[nn.Module, Any, Data, Data | None]:
-    model, loss_fn = a["model"], a["loss_fn"]
+    model = a["model"]
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
-    train = _as_data(a["train_data"], "train_data")
-    val = None if a["val_data"] is None else _as_data(a["val_data"], "val_data")
+    loss_fn = as_loss(a["loss_fn"], "loss_fn")  # names → modules; refuses reduction != "mean"
+    if isinstance(a["loss_fn"], nn.Module):
+        loss_fn = a["loss_fn"]  # the caller's own module, exactly as given
+    train = as_tensor_pair(a["train_data"], "train_data")
+    val = None if a["val_data"] is None else as_tensor_pair(a["val_data"], "val_data")
+    for data, name in ((train, "train_data"), (val, "val_data")):
+        if data is not None:
+            _probe(model, loss_fn, data, name)
     return model, loss_fn, train, val
+
+
+def _probe(model: nn.Module, loss_fn: Any, data: Data, name: str) -> None:
+    """Target shapes and the mean-loss probe on the first samples, before any step.
+
+    The forward pass runs in ``eval()`` mode without gradients, so it draws no dropout
+    randomness and updates no batch-norm statistics: the run that follows is unchanged.
+    """
+    X, y = data
+    if batch_weight(loss_fn, y) == 0:
+        raise ValueError(
+            f"{name}: every target is ignored (ignore_index) or has class weight 0, so its "
+            "mean loss is 0/0"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            prediction = model(X[:_PROBE_SAMPLES])
+    finally:
+        model.train(was_training)
+    target = y[:_PROBE_SAMPLES]
+    if isinstance(prediction, torch.Tensor):
+        _check_no_broadcast(loss_fn, prediction, target, name)
+        probe_mean_loss(loss_fn, prediction, target, "loss_fn")
+
+
+def _check_no_broadcast(
+    loss_fn: Any, prediction: torch.Tensor, target: torch.Tensor, name: str
+) -> None:
+    """Refuse prediction/target shapes that ``loss_fn`` would broadcast against each other.
+
+    Equal element counts in different shapes (``(N, 1)`` against ``(N,)``) are tried: the loss
+    of distinct predictions in their own shape must equal that of the same predictions
+    reshaped to the target's (a loss such as :func:`half_mse` that reshapes passes; one that
+    compares every prediction with every target does not). Other mismatches go through
+    :func:`decaylab._inputs.check_target_shape`.
+    """
+    if not target.is_floating_point() or prediction.shape == target.shape:
+        return
+    if prediction.numel() != target.numel() or target.numel() < 2:
+        check_target_shape(prediction, target, name, loss_fn=loss_fn)
+        return
+    distinct = torch.arange(prediction.numel(), dtype=prediction.dtype, device=prediction.device)
+    spread = prediction + 0.1 * distinct.reshape(prediction.shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's own broadcast warning
+        as_is = float(checked_loss(loss_fn(spread, target)))
+        reshaped = float(checked_loss(loss_fn(spread.reshape(target.shape), target)))
+    if not math.isclose(as_is, reshaped, rel_tol=1e-6, abs_tol=1e-12):
+        grown = tuple(torch.broadcast_shapes(prediction.shape, target.shape))
+        raise ValueError(
+            f"{name}: the model's predictions have shape {tuple(prediction.shape)} but the "
+            f"targets y have shape {tuple(target.shape)}, and loss_fn broadcasts them to "
+            f"{grown} (it compares every prediction with every target). Reshape y to "
+            f"{tuple(prediction.shape)} (e.g. y.reshape(-1, 1) for one output)"
+        )
 
 
 def _check_optimizer(a: dict[str, Any]) -> tuple[str, Any, float | str, float]:
@@ -135,6 +195,12 @@ def _check_optimizer(a: dict[str, Any]) -> tuple[str, Any, float | str, float]:
             raise ValueError(
                 f"optimizer must be one of {OPTIMIZER_NAMES} or a callable, got {optimizer!r}"
             )
+    elif isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        raise ValueError(
+            f"optimizer must be a name or a factory, got the class {optimizer.__name__}, which "
+            "fit would call with the parameter groups only (lr and momentum ignored); pass "
+            f"optimizer=lambda groups: {optimizer.__name__}(groups, lr=...)"
+        )
     elif callable(optimizer):
         opt_name, factory = "factory", optimizer
     else:
@@ -144,8 +210,10 @@ def _check_optimizer(a: dict[str, Any]) -> tuple[str, Any, float | str, float]:
         if lr != "auto" or opt_name != "fista":
             raise ValueError(f"lr must be a positive number ('auto' only with fista), got {lr!r}")
     else:
-        lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
-    momentum = check_scalar(a["momentum"], "momentum", low=0.0, high=1.0, high_inclusive=False)
+        lr = as_float(lr, "lr", low=0.0, low_open=True)
+    momentum = as_float(a["momentum"], "momentum", low=0.0, high=1.0)
+    if momentum == 1.0:
+        raise ValueError("momentum must be < 1 (1 never forgets a gradient), got 1.0")
     if momentum and opt_name != "sgd":
         raise ValueError(
             f"momentum={momentum!r} applies only to optimizer='sgd', got optimizer={optimizer!r}"
@@ -166,9 +234,9 @@ def _check_schedule(a: dict[str, Any], n_train: int, opt_name: str) -> tuple[int
             f"batch_size must be None for optimizer='fista' (full-batch method), got {batch_size!r}"
         )
     if steps is not None:
-        return batch_size, int(check_scalar(steps, "steps", low=1, integer=True))
+        return batch_size, as_int(steps, "steps", low=1)
     per_epoch = 1 if full_batch else math.ceil(n_train / batch_size)  # type: ignore[operator]
-    return batch_size, int(check_scalar(epochs, "epochs", low=1, integer=True)) * per_epoch
+    return batch_size, as_int(epochs, "epochs", low=1) * per_epoch
 
 
 def _check_penalty(a: dict[str, Any], opt_name: str, proximal: bool) -> Penalty | None:

@@ -18,11 +18,12 @@ from contextlib import contextmanager
 import torch
 
 from decaylab._checks import ConvergenceWarning
+from decaylab._inputs import batch_weight
 from decaylab.curvature._params import flatten_params
 from decaylab.training.batches import Batches
 from decaylab.training.checkpointing import Checkpointer
 from decaylab.training.config import FitConfig
-from decaylab.training.evaluation import Evaluator, WeightFn, checked_loss, sample_count
+from decaylab.training.evaluation import Evaluator, WeightFn, checked_loss
 from decaylab.training.history import History
 from decaylab.training.hooks import CallbackList, TrainState
 from decaylab.training.progress import Progress
@@ -35,7 +36,7 @@ __all__ = ["Run"]
 class Run:
     """The parts of one :func:`fit` call and the verbs its loop is written in."""
 
-    def __init__(self, config: FitConfig, weight: WeightFn = sample_count) -> None:
+    def __init__(self, config: FitConfig, weight: WeightFn = batch_weight) -> None:
         c = self.config = config
         self.regularization = Regularization(
             c.model, c.weight_decay, decoupled_by_fit=c.decoupled_by_fit, penalty=c.penalty,
