@@ -183,7 +183,7 @@ class RayExecutor:
         if keys is not None and len(keys) != len(calls):
             raise ValueError(f"keys has {len(keys)} entries but calls has {len(calls)}")
         cache = str(self.cache_dir) if self.cache_dir is not None else None
-        key_of = list(keys) if keys is not None else [None] * len(calls)
+        key_of: list[str | None] = list(keys) if keys is not None else [None] * len(calls)
         results: list[Any] = [_load(cache, k) for k in key_of]
         todo = [i for i, r in enumerate(results) if r is None]
         self.reused += len(calls) - len(todo)
