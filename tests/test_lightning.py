@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 pl = pytest.importorskip("lightning.pytorch")
-pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 from lightning.pytorch.loggers import Logger  # noqa: E402
 
 from decaylab import ConvergenceWarning, TheoryWarning  # noqa: E402

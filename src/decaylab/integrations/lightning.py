@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from decaylab._checks import ConvergenceWarning, TheoryWarning, check_bool, check_scalar
+from decaylab._inputs import as_tensor_pair
 from decaylab.curvature import GGNOperator, HessianOperator, eigen, select_params, trace
 from decaylab.theory import effective_parameters
 
@@ -109,17 +110,10 @@ def preserved_module(model: nn.Module) -> Iterator[None]:
 
 
 def _check_data(data: Any) -> Any:
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        X, y = data
-        if isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor):
-            if X.ndim == 0 or y.ndim == 0 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
-                raise ValueError(
-                    f"data: X of shape {tuple(X.shape)} and y of shape {tuple(y.shape)} must "
-                    "have the same, nonzero, first (sample) dimension"
-                )
-            if X.is_floating_point() and not bool(torch.isfinite(X).all()):
-                raise ValueError("data contains NaN or inf in X")
-            return data
+    """An ``(X, y)`` pair (tensors or numpy, checked by the shared input layer) or a
+    re-iterable of ``(X, y)`` batches such as a ``DataLoader`` (checked batch by batch later)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
+        return as_tensor_pair(data, "data")
     if isinstance(data, torch.Tensor) or not hasattr(data, "__iter__") or iter(data) is data:
         raise ValueError(
             "data must be an (X, y) pair of tensors or a re-iterable of (X, y) batches "
