@@ -112,7 +112,11 @@ def preserved_module(model: nn.Module) -> Iterator[None]:
 def _check_data(data: Any) -> Any:
     """An ``(X, y)`` pair (tensors or numpy, checked by the shared input layer) or a
     re-iterable of ``(X, y)`` batches such as a ``DataLoader`` (checked batch by batch later)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and not isinstance(data[0], (tuple, list))
+    ):
         return as_tensor_pair(data, "data")
     if isinstance(data, torch.Tensor) or not hasattr(data, "__iter__") or iter(data) is data:
         raise ValueError(
