@@ -8,6 +8,7 @@ callback (weights compared bit for bit).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,18 @@ def test_bad_data() -> None:
         CurvatureMonitor(iter([(torch.zeros(3, 2), torch.zeros(3))]))
     with pytest.raises(ValueError, match="NaN"):
         CurvatureMonitor((torch.full((3, 2), float("nan")), torch.zeros(3)))
+
+
+def test_readme_example_runs_as_written(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Inside Lightning", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme"}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|many workers|logging interval)")
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    last = namespace["monitor"].history[-1]
+    assert len(last["eigenvalues"]) == 5 and all(last["certified"])
+    metrics = (tmp_path / "lightning_logs/lightning_logs/version_0/metrics.csv").read_text()
+    assert "curvature/eig_1" in metrics and "curvature/gamma" in metrics
