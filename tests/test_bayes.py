@@ -226,12 +226,49 @@ def test_result_is_frozen(diabetes_raw):
         (lambda: evidence_ridge(np.eye(3), np.ones(3), max_iter=0), "max_iter"),
         (lambda: evidence_ridge(np.eye(3), np.ones(3), tol=0.0), "tol"),
         (lambda: log_evidence_ridge(np.eye(3), np.ones(3), -1.0), "alpha"),
-        (lambda: log_evidence_ridge(np.eye(3), np.ones(3), 1.0, noise_precision=-2.0),
-         "noise_precision"),
+        (
+            lambda: log_evidence_ridge(np.eye(3), np.ones(3), 1.0, noise_precision=-2.0),
+            "noise_precision",
+        ),
     ],
 )
 def test_bad_input_raises_value_error_naming_argument(call, name):
-    with pytest.raises(ValueError, match=name):
+    # a word boundary: match="n" alone would be met by almost any message
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        call()
+
+
+_X5 = np.arange(10.0).reshape(5, 2) ** 0.5
+_Y5 = np.array([0.3, -1.0, 2.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: alpha_from_gaussian_prior("0.5", 10), "prior_std"),
+        (lambda: alpha_from_gaussian_prior(True, 10), "prior_std"),
+        (lambda: alpha_from_gaussian_prior(0.5, "10"), "n"),
+        (lambda: alpha_from_gaussian_prior(0.5, True), "n"),
+        (lambda: alpha_from_gaussian_prior(0.5, 10, noise_precision="1"), "noise_precision"),
+        (lambda: gaussian_prior_std("0.04", 10), "alpha"),
+        (lambda: gaussian_prior_std(True, 10), "alpha"),
+        (lambda: gaussian_prior_std(np.nan, 10), "alpha"),
+        (lambda: alpha_from_laplace_prior("0.1", 10), "scale"),
+        (lambda: alpha_from_laplace_prior(0.1, 10, noise_precision=np.nan), "noise_precision"),
+        (lambda: evidence_ridge(_X5, [str(v) for v in _Y5]), "y"),
+        (lambda: evidence_ridge(_X5.astype(str), _Y5), "X"),
+        (lambda: evidence_ridge(_X5, _Y5, fit_intercept="no"), "fit_intercept"),
+        (lambda: evidence_ridge(_X5, _Y5, tol="1e-3"), "tol"),
+        (lambda: evidence_ridge(_X5, _Y5, max_iter=True), "max_iter"),
+        (lambda: log_evidence_ridge(_X5, _Y5, "0.1"), "alpha"),
+        (lambda: log_evidence_ridge(_X5, _Y5, True), "alpha"),
+        (lambda: log_evidence_ridge(_X5, _Y5, [0.1, np.nan]), "alpha"),
+        (lambda: log_evidence_ridge(_X5, _Y5, 0.1, fit_intercept=1), "fit_intercept"),
+        (lambda: log_evidence_ridge(_X5, _Y5, 0.1, noise_precision="2"), "noise_precision"),
+    ],
+)
+def test_strings_bools_and_nan_are_refused_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
         call()
 
 

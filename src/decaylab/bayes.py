@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from decaylab._checks import ConvergenceWarning, as_float64, check_scalar
+from decaylab._checks import ConvergenceWarning, as_float64, check_bool, check_scalar
 
 __all__ = [
     "EvidenceResult",
@@ -157,6 +157,7 @@ class EvidenceResult:
 
 
 def _prepare(X: Any, y: Any, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    check_bool(fit_intercept, "fit_intercept")
     Xa = as_float64(X, "X", ndim=2)
     ya = as_float64(y, "y", ndim=1)
     if Xa.shape[0] != ya.shape[0]:
