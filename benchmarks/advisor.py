@@ -56,8 +56,13 @@ def load_task(name: str, quick: bool) -> Any:
         y = y.float() if y.is_floating_point() else y
         return (X[:n], y[:n]) if n else (X, y)
 
-    return types.SimpleNamespace(name=name, model=lambda: task.model().float(),
-                                 loss_fn=task.loss_fn, train=cut(task.train), val=cut(task.val))
+    return types.SimpleNamespace(
+        name=name,
+        model=lambda: task.model().float(),
+        loss_fn=task.loss_fn,
+        train=cut(task.train),
+        val=cut(task.val),
+    )
 
 
 def evaluate(task: Any, proto: Protocol, alpha: float, budget: Budget) -> dict[str, Any]:
@@ -65,32 +70,59 @@ def evaluate(task: Any, proto: Protocol, alpha: float, budget: Budget) -> dict[s
     return {"alpha": alpha, "val_loss": trainer.val_loss(), "accuracy": trainer.val_accuracy()}
 
 
-def row(name: str, alpha: float, val: float, acc: Any, seconds: float, grads: float,
-        **extra: Any) -> dict[str, Any]:
-    return {"method": name, "alpha": alpha, "val_loss": val, "accuracy": acc,
-            "seconds": seconds, "grad_evals": grads, **extra}
+def row(
+    name: str, alpha: float, val: float, acc: Any, seconds: float, grads: float, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "method": name,
+        "alpha": alpha,
+        "val_loss": val,
+        "accuracy": acc,
+        "seconds": seconds,
+        "grad_evals": grads,
+        **extra,
+    }
 
 
 def run_decaylab(task: Any, proto: Protocol, method: str) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adv = advise(task, method=method, protocol=proto, alpha_range=RANGE)
-    return row(f"decaylab {method}", adv.alpha, adv.val_loss, adv.val_accuracy,
-               adv.compute_seconds, adv.grad_evals, warnings=adv.warnings)
+    return row(
+        f"decaylab {method}",
+        adv.alpha,
+        adv.val_loss,
+        adv.val_accuracy,
+        adv.compute_seconds,
+        adv.grad_evals,
+        warnings=adv.warnings,
+    )
 
 
 def run_grid(task: Any, proto: Protocol, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
     g = grid_search(task, proto, log_grid(*RANGE, n))
-    return row("grid", g["best_alpha"], g["best_val_loss"], g["best_val_accuracy"],
-               g["compute_seconds"], g["grad_evals"]), g
+    return row(
+        "grid",
+        g["best_alpha"],
+        g["best_val_loss"],
+        g["best_val_accuracy"],
+        g["compute_seconds"],
+        g["grad_evals"],
+    ), g
 
 
 def run_wang_aitchison(task: Any, proto: Protocol) -> dict[str, Any]:
     budget = Budget()
     alpha = 1.0 / (proto.lr * proto.steps)
     r = evaluate(task, proto, alpha, budget)
-    return row("timescale rule (W&A 2024)", alpha, r["val_loss"], r["accuracy"], budget.seconds,
-               budget.grad_evals)
+    return row(
+        "timescale rule (W&A 2024)",
+        alpha,
+        r["val_loss"],
+        r["accuracy"],
+        budget.seconds,
+        budget.grad_evals,
+    )
 
 
 def _loader(task: Any, proto: Protocol) -> Any:
@@ -122,8 +154,9 @@ def _two_logit_task(task: Any) -> Any:
     def ce(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(out, target.reshape(-1).long())
 
-    return types.SimpleNamespace(name=task.name, model=TwoLogit, loss_fn=ce, train=task.train,
-                                 val=task.val)
+    return types.SimpleNamespace(
+        name=task.name, model=TwoLogit, loss_fn=ce, train=task.train, val=task.val
+    )
 
 
 def run_marglik_training(task: Any, proto: Protocol) -> dict[str, Any]:
@@ -139,15 +172,29 @@ def run_marglik_training(task: Any, proto: Protocol) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         la, *_ = marglik_training(
-            model, loader, likelihood="classification", hessian_structure="kron",
-            backend=CurvlinopsGGN, optimizer_kwargs={"lr": proto.lr}, n_epochs=epochs,
-            prior_structure="scalar", marglik_frequency=max(epochs // 10, 1),
-            n_epochs_burnin=max(epochs // 10, 1))
+            model,
+            loader,
+            likelihood="classification",
+            hessian_structure="kron",
+            backend=CurvlinopsGGN,
+            optimizer_kwargs={"lr": proto.lr},
+            n_epochs=epochs,
+            prior_structure="scalar",
+            marglik_frequency=max(epochs // 10, 1),
+            n_epochs_burnin=max(epochs // 10, 1),
+        )
     budget.add_steps(epochs * len(loader))
     alpha = float(la.prior_precision.mean()) / len(task.train[0])
     r = evaluate(task, proto, alpha, budget)
-    return row("laplace-torch marglik_training", alpha, r["val_loss"], r["accuracy"],
-               budget.seconds, budget.grad_evals, note="kron GGN, scalar prior, all params")
+    return row(
+        "laplace-torch marglik_training",
+        alpha,
+        r["val_loss"],
+        r["accuracy"],
+        budget.seconds,
+        budget.grad_evals,
+        note="kron GGN, scalar prior, all params",
+    )
 
 
 def run_posthoc(task: Any, proto: Protocol) -> dict[str, Any]:
@@ -160,14 +207,22 @@ def run_posthoc(task: Any, proto: Protocol) -> dict[str, Any]:
     structure = "full" if n_params <= 3000 else "kron"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        la = Laplace(trainer.model, "classification", subset_of_weights="all",
-                     hessian_structure=structure)
+        la = Laplace(
+            trainer.model, "classification", subset_of_weights="all", hessian_structure=structure
+        )
         la.fit(_loader(task, proto))
         la.optimize_prior_precision(method="marglik")
     alpha = float(la.prior_precision.mean()) / len(task.train[0])
     r = evaluate(task, proto, alpha, budget)
-    return row("laplace-torch post hoc marglik", alpha, r["val_loss"], r["accuracy"],
-               budget.seconds, budget.grad_evals, note=f"{structure} GGN at alpha=1e-5")
+    return row(
+        "laplace-torch post hoc marglik",
+        alpha,
+        r["val_loss"],
+        r["accuracy"],
+        budget.seconds,
+        budget.grad_evals,
+        note=f"{structure} GGN at alpha=1e-5",
+    )
 
 
 def run_optuna(task: Any, proto: Protocol, grad_budget: float) -> dict[str, Any]:
@@ -198,14 +253,29 @@ def run_optuna(task: Any, proto: Protocol, grad_budget: float) -> dict[str, Any]
 
     study = optuna.create_study(
         sampler=optuna.samplers.TPESampler(seed=0),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=rungs))
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=rungs),
+    )
     while budget.grad_evals + proto.steps <= grad_budget or not study.trials:
         study.optimize(objective, n_trials=1)
     if not math.isfinite(best["val_loss"]):
-        return row("optuna TPE+Hyperband", math.nan, math.nan, None, budget.seconds,
-                   budget.grad_evals, note="no trial completed within the budget")
-    return row("optuna TPE+Hyperband", best["alpha"], best["val_loss"], best["accuracy"],
-               budget.seconds, budget.grad_evals, trials=len(study.trials))
+        return row(
+            "optuna TPE+Hyperband",
+            math.nan,
+            math.nan,
+            None,
+            budget.seconds,
+            budget.grad_evals,
+            note="no trial completed within the budget",
+        )
+    return row(
+        "optuna TPE+Hyperband",
+        best["alpha"],
+        best["val_loss"],
+        best["accuracy"],
+        budget.seconds,
+        budget.grad_evals,
+        trials=len(study.trials),
+    )
 
 
 def bench_task(name: str, quick: bool) -> dict[str, Any]:
@@ -228,42 +298,65 @@ def bench_task(name: str, quick: bool) -> dict[str, Any]:
         r["val_loss_vs_grid"] = r["val_loss"] / grid_row["val_loss"] - 1.0
         r["seconds_vs_grid"] = r["seconds"] / grid_row["seconds"]
         r["grad_evals_vs_grid"] = r["grad_evals"] / grid_row["grad_evals"]
-    return {"task": name, "protocol": proto.to_dict(), "n_train": len(task.train[0]),
-            "n_val": len(task.val[0]), "grid": grid, "rows": rows}
+    return {
+        "task": name,
+        "protocol": proto.to_dict(),
+        "n_train": len(task.train[0]),
+        "n_val": len(task.val[0]),
+        "grid": grid,
+        "rows": rows,
+    }
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["# Weight-decay advisor benchmark", "",
-             f"Default method: `{DEFAULT}`. Ratios are against the 11-point grid of the same run "
-             "(val loss: relative excess; compute: wall seconds and gradient evaluations).", ""]
+    lines = [
+        "# Weight-decay advisor benchmark",
+        "",
+        f"Default method: `{DEFAULT}`. Ratios are against the 11-point grid of the same run "
+        "(val loss: relative excess; compute: wall seconds and gradient evaluations).",
+        "",
+    ]
     for res in results:
         p = res["protocol"]
-        lines += [f"## {res['task']} ({res['n_train']} train / {res['n_val']} val; "
-                  f"{p['optimizer']} lr={p['lr']:g}, {p['steps']} steps, batch "
-                  f"{p['batch_size'] or 'full'})", "",
-                  "| method | α | val loss | vs grid | accuracy | seconds | × grid time | "
-                  "grad evals | × grid evals |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {res['task']} ({res['n_train']} train / {res['n_val']} val; "
+            f"{p['optimizer']} lr={p['lr']:g}, {p['steps']} steps, batch "
+            f"{p['batch_size'] or 'full'})",
+            "",
+            "| method | α | val loss | vs grid | accuracy | seconds | × grid time | "
+            "grad evals | × grid evals |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in res["rows"]:
             acc = "–" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
             lines.append(
                 f"| {r['method']} | {r['alpha']:.3g} | {r['val_loss']:.4f} | "
                 f"{r['val_loss_vs_grid']:+.1%} | {acc} | {r['seconds']:.1f} | "
                 f"{r['seconds_vs_grid']:.2f} | {r['grad_evals']:.0f} | "
-                f"{r['grad_evals_vs_grid']:.2f} |")
+                f"{r['grad_evals_vs_grid']:.2f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
-def main(out_dir: str | Path = "benchmarks/results", *, quick: bool = False,
-         tasks: tuple[str, ...] = tuple(PROTOCOLS)) -> list[dict[str, Any]]:
+def main(
+    out_dir: str | Path = "benchmarks/results",
+    *,
+    quick: bool = False,
+    tasks: tuple[str, ...] = tuple(PROTOCOLS),
+) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     start = time.perf_counter()
     results = [bench_task(name, quick) for name in tasks]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = "advisor_quick" if quick else "advisor"
-    payload = {"range": RANGE, "default": DEFAULT, "seconds": time.perf_counter() - start,
-               "tasks": results}
+    payload = {
+        "range": RANGE,
+        "default": DEFAULT,
+        "seconds": time.perf_counter() - start,
+        "tasks": results,
+    }
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
     (out / f"{stem}.md").write_text(markdown(results) + "\n")
     return results
@@ -282,5 +375,12 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     args = parser.parse_args()
     main(args.out, quick=args.quick, tasks=tuple(args.tasks))
-    print(markdown(json.loads((Path(args.out) / ("advisor_quick.json" if args.quick
-                                                   else "advisor.json")).read_text())["tasks"]))
+    print(
+        markdown(
+            json.loads(
+                (
+                    Path(args.out) / ("advisor_quick.json" if args.quick else "advisor.json")
+                ).read_text()
+            )["tasks"]
+        )
+    )
