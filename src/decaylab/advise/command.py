@@ -9,10 +9,10 @@ study's) are ignored. Command-line options win over the file. ``DIR/advice.json`
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
+import tomllib
 import typer
 
 from decaylab.advise._train import Protocol
