@@ -278,34 +278,43 @@ def run_optuna(task: Any, proto: Protocol, grad_budget: float) -> dict[str, Any]
     )
 
 
-def bench_task(name: str, quick: bool) -> dict[str, Any]:
+def bench_task(name: str, quick: bool, save: Any = None) -> dict[str, Any]:
+    """Rows in order of importance; ``save(result)`` after each, so a cut run keeps its rows."""
     task = load_task(name, quick)
     proto = PROTOCOLS[name]
     if quick:
         proto = Protocol(optimizer=proto.optimizer, lr=proto.lr, steps=40)
-    n_grid = 4 if quick else 11
-    grid_row, grid = run_grid(task, proto, n_grid)
-    rows = [grid_row]
-    for method in (DEFAULT,) if quick else METHODS:
-        rows.append(run_decaylab(task, proto, method))
-    default = rows[1]
-    rows.append(run_wang_aitchison(task, proto))
-    rows.append(run_optuna(task, proto, default["grad_evals"]))
-    if not quick:
-        rows.append(run_marglik_training(task, proto))
-        rows.append(run_posthoc(task, proto))
-    for r in rows:
-        r["val_loss_vs_grid"] = r["val_loss"] / grid_row["val_loss"] - 1.0
-        r["seconds_vs_grid"] = r["seconds"] / grid_row["seconds"]
-        r["grad_evals_vs_grid"] = r["grad_evals"] / grid_row["grad_evals"]
-    return {
+    grid_row, grid = run_grid(task, proto, 4 if quick else 11)
+    grid_row.update(val_loss_vs_grid=0.0, seconds_vs_grid=1.0, grad_evals_vs_grid=1.0)
+    res = {
         "task": name,
         "protocol": proto.to_dict(),
         "n_train": len(task.train[0]),
         "n_val": len(task.val[0]),
         "grid": grid,
-        "rows": rows,
+        "rows": [grid_row],
     }
+
+    def add(r: dict[str, Any]) -> None:
+        r["val_loss_vs_grid"] = r["val_loss"] / grid_row["val_loss"] - 1.0
+        r["seconds_vs_grid"] = r["seconds"] / grid_row["seconds"]
+        r["grad_evals_vs_grid"] = r["grad_evals"] / grid_row["grad_evals"]
+        res["rows"].append(r)
+        if save is not None:
+            save(res)
+
+    add(run_decaylab(task, proto, DEFAULT))
+    default = res["rows"][1]
+    add(run_wang_aitchison(task, proto))
+    add(run_optuna(task, proto, default["grad_evals"]))
+    if quick:
+        return res
+    add(run_posthoc(task, proto))
+    for method in METHODS:
+        if method != DEFAULT:
+            add(run_decaylab(task, proto, method))
+    add(run_marglik_training(task, proto))
+    return res
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -344,21 +353,30 @@ def main(
     *,
     quick: bool = False,
     tasks: tuple[str, ...] = tuple(PROTOCOLS),
+    suffix: str = "",
 ) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     start = time.perf_counter()
-    results = [bench_task(name, quick) for name in tasks]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "advisor_quick" if quick else "advisor"
-    payload = {
-        "range": RANGE,
-        "default": DEFAULT,
-        "seconds": time.perf_counter() - start,
-        "tasks": results,
-    }
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
-    (out / f"{stem}.md").write_text(markdown(results) + "\n")
+    stem = ("advisor_quick" if quick else "advisor") + suffix
+    results: list[dict[str, Any]] = []
+
+    def save(current: dict[str, Any]) -> None:
+        done = [r for r in results if r is not current] + [current]
+        payload = {
+            "range": RANGE,
+            "default": DEFAULT,
+            "seconds": time.perf_counter() - start,
+            "threads": 1,
+            "tasks": done,
+        }
+        (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+        (out / f"{stem}.md").write_text(markdown(done) + "\n")
+
+    for name in tasks:
+        results.append(bench_task(name, quick, save))
+        save(results[-1])
     return results
 
 
@@ -373,14 +391,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
     parser.add_argument("--tasks", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    parser.add_argument("--suffix", default="", help="appended to the output file names")
     args = parser.parse_args()
-    main(args.out, quick=args.quick, tasks=tuple(args.tasks))
-    print(
-        markdown(
-            json.loads(
-                (
-                    Path(args.out) / ("advisor_quick.json" if args.quick else "advisor.json")
-                ).read_text()
-            )["tasks"]
-        )
-    )
+    print(markdown(main(args.out, quick=args.quick, tasks=tuple(args.tasks), suffix=args.suffix)))
