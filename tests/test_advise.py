@@ -108,6 +108,25 @@ def test_trainer_is_decaylab_fit():
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_online_alpha_goes_through_fit_callbacks():
+    """A callback that keeps α reproduces the fixed-α training; one that changes it is seen."""
+    from decaylab.advise._online import run_online
+    from decaylab.advise._train import train_at
+
+    task = _logistic_task()
+    proto = Protocol(optimizer="adam", lr=0.05, steps=60)
+    seen = []
+    view = run_online(
+        task, proto, 1e-2, Budget(), updates=3, update=lambda v, a: seen.append(a) or a
+    )
+    ref = train_at(task, proto, 1e-2, Budget())
+    for a, b in zip(view.model.parameters(), ref.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert seen == [1e-2] * 3
+    halved = run_online(task, proto, 1e-2, Budget(), updates=2, update=lambda v, a: a / 2)
+    assert halved.alpha == pytest.approx(2.5e-3)
+
+
 def test_conjugate_gradient_solves_and_flags_indefinite():
     rng = np.random.default_rng(0)
     M = rng.normal(size=(8, 8))

@@ -1,6 +1,7 @@
 """The ``"evidence"`` method: α re-estimated during one training by MacKay's fixed point.
 
-Every ``steps/(updates+1)`` steps the GGN spectrum of the decayed weights is computed and
+Every ``steps/(updates+1)`` steps of one :func:`decaylab.fit` run (through a callback)
+the GGN spectrum of the decayed weights is computed and
 ``α ← γ(α)/(N‖w_d‖²)`` (the maximizer of :func:`~decaylab.bayes.laplace_log_evidence` at
 those weights, iterated on the fixed spectrum) takes effect for the next steps. At the end
 the log evidence over the whole range is recorded from the final weights' spectrum, and
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from decaylab.advise._online import run_online
 from decaylab.advise._spectrum import evidence_fixed_point, spectrum_of
-from decaylab.advise._train import Budget, Protocol, Trainer
+from decaylab.advise._train import Budget, Protocol
 from decaylab.advise.grid import log_grid
 from decaylab.bayes import log_evidence_from_spectrum
 
@@ -36,33 +38,33 @@ def evidence_search(
     middle. Returns the final α, its trajectory, the evidence curve and ``γ``."""
     low, high = alpha_range
     alpha = alpha0 if alpha0 is not None else math.sqrt(low * high)
-    trainer = Trainer(task, protocol, alpha, budget)
-    interval = max(protocol.steps // (updates + 1), 1)
     steps, trace, gammas = [], [], []
-    change, fp_ok = math.inf, True
-    spec = None
-    for _ in range(updates):
-        trainer.run(interval)
-        spec = spectrum_of(trainer, budget, structure=structure)
-        new, ok = evidence_fixed_point(spec, trainer.alpha, low=low, high=high)
-        fp_ok = fp_ok and ok
-        change = abs(math.log(new / trainer.alpha))
-        trainer.set_alpha(new)
-        steps.append(trainer.steps_done)
+    state = {"change": math.inf, "fp_ok": True}
+
+    def update(view: Any, current: float) -> float:
+        spec = spectrum_of(view, budget, structure=structure)
+        new, ok = evidence_fixed_point(spec, current, low=low, high=high)
+        state["fp_ok"] = state["fp_ok"] and ok
+        state["change"] = abs(math.log(new / current))
         trace.append(new)
         gammas.append(float(spec.gamma(np.array([new]))[0]))
-    trainer.run(max(protocol.steps - trainer.steps_done, 0))
-    spec = spectrum_of(trainer, budget, structure=structure)
+        return new
+
+    view = run_online(task, protocol, alpha, budget, updates=updates, update=update)
+    interval = max(protocol.steps // (updates + 1), 1)
+    steps = [interval * (i + 1) for i in range(len(trace))]
+    spec = spectrum_of(view, budget, structure=structure)
+    change, fp_ok = state["change"], state["fp_ok"]
     curve_alpha = log_grid(low, high, 41)
     log_ev = log_evidence_from_spectrum(spec, curve_alpha)
     return {
-        "alpha": trainer.alpha,
+        "alpha": view.alpha,
         "step": steps,
         "alpha_trace": trace,
         "gamma_trace": gammas,
         "curve_alpha": curve_alpha.tolist(),
         "curve_log_evidence": np.asarray(log_ev).tolist(),
-        "gamma": float(spec.gamma(np.array([trainer.alpha]))[0]),
+        "gamma": float(spec.gamma(np.array([view.alpha]))[0]),
         "n_params": spec.n_params,
         "exact_spectrum": spec.exact,
         "last_change": change,

@@ -1,6 +1,7 @@
 """The ``"hypergradient"`` method: α adapted during one training by implicit differentiation.
 
-Every ``steps/(updates+1)`` steps, taking the weights as the penalized optimum ``w̃(α)``,
+Every ``steps/(updates+1)`` steps of one :func:`decaylab.fit` run (through a callback),
+taking the weights as the penalized optimum ``w̃(α)``,
 ``g = dL_val/d log α = −α ∇L_valᵀ (H + αD)⁻¹ D w̃`` (CG on the Hessian operator,
 :func:`~decaylab.advise._curv.hypergradient`) and ``log α`` takes a normalized step
 ``−η_k g/√v`` (``v`` a running mean of ``g²``, ``η_k = η/√(k+1)``), clipped to the range.
@@ -13,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from decaylab.advise._curv import hypergradient
-from decaylab.advise._train import Budget, Protocol, Trainer
+from decaylab.advise._online import run_online
+from decaylab.advise._train import Budget, Protocol
 
 __all__ = ["hypergradient_search"]
 
@@ -34,49 +38,56 @@ def hypergradient_search(
     trajectory and how many updates fell back to the GGN."""
     low, high = alpha_range
     alpha = alpha0 if alpha0 is not None else math.sqrt(low * high)
-    trainer = Trainer(task, protocol, alpha, budget)
-    interval = max(protocol.steps // (updates + 1), 1)
-    train, val = (trainer.X, trainer.y), (trainer.Xv, trainer.yv)
-    steps, trace, grads, vals = [], [], [], []
-    fallbacks, v, change = 0, 0.0, math.inf
-    for k in range(updates):
-        trainer.run(interval)
+    trace: list[float] = []
+    grads: list[float] = []
+    vals: list[float] = []
+    state = {"v": 0.0, "change": math.inf, "fallbacks": 0}
+
+    def update(view: Any, current: float) -> float:
+        k = len(trace)
+        train, val = (view.X, view.y), (view.Xv, view.yv)
         g, res = hypergradient(
-            trainer.model,
-            trainer.loss_fn,
+            view.model,
+            view.loss_fn,
             train,
             val,
-            trainer.alpha,
+            current,
             curvature="hessian",
             max_iter=cg_iters,
             tol=1e-4,
         )
         budget.add_products(res.n_iter)
         if res.negative_curvature:
-            fallbacks += 1
+            state["fallbacks"] += 1
             g, res = hypergradient(
-                trainer.model,
-                trainer.loss_fn,
+                view.model,
+                view.loss_fn,
                 train,
                 val,
-                trainer.alpha,
+                current,
                 curvature="ggn",
                 max_iter=cg_iters,
                 tol=1e-4,
             )
             budget.add_products(res.n_iter)
-        v = 0.8 * v + 0.2 * g * g
-        delta = -step / math.sqrt(k + 1) * g / (math.sqrt(v / (1 - 0.8 ** (k + 1))) + 1e-300)
-        new = min(max(trainer.alpha * math.exp(delta), low), high)
-        change = abs(math.log(new / trainer.alpha))
-        trainer.set_alpha(new)
-        steps.append(trainer.steps_done)
+        state["v"] = 0.8 * state["v"] + 0.2 * g * g
+        scale = math.sqrt(state["v"] / (1 - 0.8 ** (k + 1))) + 1e-300
+        new = min(max(current * math.exp(-step / math.sqrt(k + 1) * g / scale), low), high)
+        state["change"] = abs(math.log(new / current))
         trace.append(new)
         grads.append(g)
-        vals.append(trainer.val_loss())
-    trainer.run(max(protocol.steps - trainer.steps_done, 0))
+        with torch.no_grad():
+            view.model.eval()
+            vals.append(float(view.loss_fn(view.model(view.Xv), view.yv)))
+            view.model.train()
+        return new
+
+    view = run_online(task, protocol, alpha, budget, updates=updates, update=update)
+    interval = max(protocol.steps // (updates + 1), 1)
+    steps = [interval * (i + 1) for i in range(len(trace))]
+    fallbacks, change = state["fallbacks"], state["change"]
     return {
-        "alpha": trainer.alpha,
+        "alpha": view.alpha,
         "step": steps,
         "alpha_trace": trace,
         "hypergradient": grads,
