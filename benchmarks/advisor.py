@@ -96,6 +96,7 @@ def run_decaylab(task: Any, proto: Protocol, method: str) -> dict[str, Any]:
         adv.compute_seconds,
         adv.grad_evals,
         warnings=adv.warnings,
+        curves=adv.curves,
     )
 
 
