@@ -249,7 +249,8 @@ def test_every_method_returns_checked_advice(method):
     json.dumps(adv.to_dict())
 
 
-def test_path_finds_the_exact_validation_optimum_on_a_convex_task():
+@pytest.mark.parametrize("predictor", [False, True])
+def test_path_finds_the_exact_validation_optimum_on_a_convex_task(predictor):
     """Logistic regression: the path's α is within a factor 1.6 of the fine-grid argmin of the
     validation loss at the exact penalized optima."""
     task = _logistic_task(noise=2.0, n=60)
@@ -260,7 +261,12 @@ def test_path_finds_the_exact_validation_optimum_on_a_convex_task():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adv = advise(
-            task, method="path", protocol=proto, alpha_range=(1e-4, 1.0), trust_checks=False
+            task,
+            method="path",
+            protocol=proto,
+            alpha_range=(1e-4, 1.0),
+            trust_checks=False,
+            options={"predictor": predictor},
         )
     assert abs(math.log(adv.alpha / best)) < math.log(1.6)
     assert adv.val_loss <= 1.01 * vals.min()
