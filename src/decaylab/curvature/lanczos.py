@@ -566,11 +566,15 @@ def eigen(
     def allowance(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         """What the stored-product residual cannot see (see Notes, "Certification")."""
         eps = lin.eps if rel_error is None else rel_error
-        rounding = _ROUNDING_SAFETY * eps * kry.product_sums(S)
+        rounding = _ROUNDING_SAFETY * eps * kry.product_scales(theta, S)
         # The returned vector is cast to the operator's dtype (relative error ≤ eps/2);
         # an operator coarser than float64 may itself be off from its float64 version.
         cast = 0.5 * lin.eps * (hnorm + theta.abs())
-        deviation = eps * hnorm if measure else 0.0
+        # Its scale: the dtype's unit roundoff for float32/16 operators (the measured ε
+        # also holds non-reproducible summation order, far larger than the deviation on
+        # some backends); the measured ε for operators that claim float64.
+        dev_eps = eps if lin.dtype == torch.float64 else min(eps, lin.eps)
+        deviation = _ROUNDING_SAFETY * dev_eps * hnorm if measure else 0.0
         return rounding + cast + deviation
 
     def bound(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
