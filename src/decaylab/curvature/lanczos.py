@@ -279,26 +279,10 @@ class _Krylov:
         if self.n_v > old_v:
             new_rows = self.Vr[old_v : self.n_v] @ self.Wr[: self.n_w].T
             self.M[old_v : self.n_v, : self.n_w] = new_rows.cpu()
-        # Pending rows left unmultiplied go behind the new directions, so the next step
-        # continues the chains just multiplied.
-        self._move_to_front(old_v, self.n_v)
-
-    def _move_to_front(self, lo: int, hi: int) -> None:
-        """Reorder pending rows so that rows ``lo:hi`` come first (``M``'s rows alike)."""
-        first = self.n_w
-        if lo == first or hi == lo:
-            return
-        perm = torch.cat(
-            [torch.arange(lo, hi), torch.arange(first, lo), torch.arange(hi, self.n_v)]
-        )
-        self.Vr[first : self.n_v] = self.Vr[perm.to(self.dev)]
-        self.M[first : self.n_v] = self.M[perm]
 
     def add_fresh(self, count: int) -> None:
-        """``count`` fresh random directions, first in line to be multiplied."""
-        old_v = self.n_v
+        """Append ``count`` fresh random directions to the pending block."""
         self.extend(gaussian(self.P, count, self.gen, self.dev).T, scale=None)
-        self._move_to_front(old_v, self.n_v)
 
     def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
         G = self.M[: self.n_w, : self.n_w]
@@ -587,10 +571,9 @@ def eigen(
     measured: tuple[int, float] | None = None  # (Ritz index, true residual) of the probe
     first_certified: int | None = None  # products when all k pairs first certified
     while True:
-        # Once checks began, the block stays at b + check.block: older chains that a
-        # fresh block displaced stay in the basis, unmultiplied.
-        width = kry.pending() if check is None or check.rounds == 0 else b + check.block
-        count = min(kry.pending(), width, loop_budget - lin.n_matvecs, basis - kry.n_w)
+        # Every pending direction is multiplied: a direction left out would hide what it
+        # holds from the fresh starts of the completeness check (they are orthogonal to it).
+        count = min(kry.pending(), loop_budget - lin.n_matvecs, basis - kry.n_w)
         if count <= 0:
             break
         kry.multiply(count)
