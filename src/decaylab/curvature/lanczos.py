@@ -612,7 +612,7 @@ def eigen(
             action = "stop" if check is None else check.step(theta[want], thresh, certified)
             if action == "stop" and certified:
                 break
-            if action == "start":
+            if action == "start" and check is not None:
                 # Fresh random directions, multiplied from the next step. They must be
                 # new: a chain from an earlier check holds its copy of each eigenspace.
                 kry.add_fresh(check.block)
