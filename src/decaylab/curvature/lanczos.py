@@ -359,6 +359,8 @@ class _CompletenessCheck:
     def step(self, theta: torch.Tensor, thresh: torch.Tensor, certified: bool) -> str:
         """``"stop"`` (check passed), ``"start"`` (add fresh directions) or ``"go"``."""
         keys = self._keys(theta)
+        if self.passed:  # the check passed; only the certification was still pending
+            return "stop" if certified else "go"
         if self.reference is None:
             if not certified:
                 return "go"
@@ -372,8 +374,11 @@ class _CompletenessCheck:
             return "go"
         if self.done < self.steps:
             return "go"
+        # Nothing moved: the check passed. The fresh directions may have unsettled a
+        # residual (a tight cluster mixing); then iterate until it certifies again,
+        # without a new round.
         self.reference = None
-        self.passed = certified
+        self.passed = True
         return "stop" if certified else "go"
 
 
