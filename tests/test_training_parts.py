@@ -38,8 +38,9 @@ def _regularization(model, *, wd=0.1, decoupled=False, penalty=None, params="dec
 # ----------------------------------------------------------------------------- Regularization
 
 
-@pytest.mark.parametrize(("decoupled", "key"), [(False, "weight_decay"),
-                                                 (True, "decaylab_decoupled_decay")])
+@pytest.mark.parametrize(
+    ("decoupled", "key"), [(False, "weight_decay"), (True, "decaylab_decoupled_decay")]
+)
 def test_weight_decay_setter_reaches_only_the_decayed_group(decoupled, key):
     reg = _regularization(_net(), decoupled=decoupled)
     opt = torch.optim.SGD(reg.groups, lr=0.1)
