@@ -180,7 +180,7 @@ class _GGNFwdRev(_Term):
     ) -> None:
         super().__init__(vmap_chunk)
         self._out_of_w, self._w0 = out_of_w, w0
-        f0, self._vjp = vjp(out_of_w, w0)
+        f0, self._vjp = vjp(out_of_w, w0)  # type: ignore[misc]  # (no aux: two values)
         # The output Hessian acts on the small output space: no need to cache it.
         self._hout = _output_hessian_fn(loss_fn, f0.detach(), y)
 
@@ -199,7 +199,7 @@ class _GGNLinearized(_GGNFwdRev):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        _, self._jacobian_product = linearize(self._out_of_w, self._w0)
+        _, self._jacobian_product = linearize(self._out_of_w, self._w0)  # type: ignore[method-assign]
 
 
 class _GGNRevRev(_Term):

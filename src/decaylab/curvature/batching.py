@@ -21,7 +21,7 @@ import os
 import types
 from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -177,6 +177,10 @@ class BatchedCurvature:
 
     # Provided by the operator.
     _data: Any
+    _cache_memory: float | None
+    _max_cached: int | None
+    _requested_backend: str
+    _check_deterministic: bool
     _in_memory: bool
     _chunk_size: int | None
     _terms: dict[int, _Term]
@@ -186,6 +190,20 @@ class BatchedCurvature:
     backend: str
     backend_notes: list[str]
     num_params: int
+
+    if TYPE_CHECKING:  # provided by the operator and AutoBackend
+
+        def _convert(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+        def _check_batch(
+            self, X: torch.Tensor, y: torch.Tensor, index: int, first: bool
+        ) -> None: ...
+
+        def _make_term(
+            self, backend: str, X: torch.Tensor, y: torch.Tensor, cached: bool
+        ) -> _Term: ...
+
+        def _choose_backend(self, X: torch.Tensor, y: torch.Tensor, cached: bool) -> _Term: ...
 
     # ----------------------------------------------------------------- iteration
 
