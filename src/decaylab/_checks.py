@@ -82,8 +82,7 @@ def as_float64(
                 f"got shape {arr.shape}"
             )
     if np.any(np.isnan(arr)):
-        allowed = "finite or inf" if allow_inf else "finite"
-        raise ValueError(f"{name} must be {allowed}, not NaN: got {_show(arr)}")
+        raise ValueError(f"{name} must not be NaN, got NaN in {_show(arr)}")
     if not allow_inf and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got NaN or inf in {_show(arr)}")
     return arr
