@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from decaylab.curvature._params import flatten_params, param_slices, unflatten_like
 from decaylab.curvature.dense import dense_ggn, dense_hessian
+from decaylab.curvature.lanczos import eigen
 from decaylab.curvature.operators import GGNOperator, HalfMSELoss, HessianOperator
 
 BACKENDS = ["linearize", "fwd_rev", "rev_rev"]
@@ -761,6 +762,10 @@ def test_a_batch_of_ignored_targets_counts_for_nothing_and_all_ignored_is_refuse
     op = HessianOperator(model, loss, unequal_batches(X, y, (100,)), dtype=torch.float64)
     assert op.total_weight == 100.0 and op.num_samples == 200
     assert (op.to_dense() - H_ref).abs().max() <= 1e-10 * H_ref.abs().max()
+    # What is built on the products (here eigen) sees the same matrix.
+    top = eigen(op, k=2, tol=1e-8)
+    exact = torch.linalg.eigvalsh(H_ref).flip(0)[:2]
+    assert torch.allclose(top.eigenvalues.double(), exact, rtol=1e-6)
     with pytest.raises(ValueError, match="no target that counts"):
         HessianOperator(model, loss, (X[:100], y[:100]))
 
