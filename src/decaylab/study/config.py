@@ -56,15 +56,15 @@ SPEC: dict[str, Any] = {
         "cg_max_iter": ("int", 500, (1, False)),
     },
     "l2": {
-        "alphas": ("alphas", [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], None),
-        "max_iter": ("int", 3000, (1, False)),
-        "tol": ("float", 1e-8, (0.0, True)),
+        "alphas": ("alphas", [1.2e-4, 2e-4, 5e-4, 2e-3, 1e-2], None),
+        "max_iter": ("int", 1000, (1, False)),
+        "tol": ("float", 1e-7, (0.0, True)),
         "scratch": ("bool", True, None),
         "trust_threshold": ("float", 0.1, (0.0, True)),
     },
     "l1": {
-        "alphas": ("alphas", [1e-3, 3e-3, 1e-2, 3e-2], None),
-        "max_iter": ("int", 3000, (1, False)),
+        "alphas": ("alphas", [1e-3, 3e-3, 1e-2], None),
+        "max_iter": ("int", 1500, (1, False)),
         "tol": ("float", 1e-7, (0.0, True)),
     },
     "early_stopping": {

@@ -127,14 +127,16 @@ class Task:
         try:
             with torch.no_grad():
                 pred = model(X2)
+                _check_shapes(self.name, pred, y2)
                 loss = self.loss_fn(pred, y2)
                 doubled = self.loss_fn(torch.cat([pred, pred]), torch.cat([y2, y2]))
+        except ValueError:
+            raise
         except Exception as exc:  # the user's model or loss: show its own error
             raise ValueError(
                 f"task {self.name!r}: model(X) or loss_fn(prediction, y) failed on two "
                 f"training samples: {type(exc).__name__}: {exc}"
             ) from exc
-        _check_shapes(self.name, pred, y2)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError(f"task {self.name!r}: loss_fn must return a scalar tensor")
         if not bool(torch.isfinite(loss)):

@@ -21,16 +21,28 @@ import torch
 
 from decaylab.study.config import Config
 from decaylab.study.objective import Objective
+from decaylab.study.phases.curvature import hessian_operator
 from decaylab.study.solvers import lbfgs
 
 __all__ = ["predicted_coordinates", "resolve_lr", "run"]
 
 
-def resolve_lr(config: Config, lam_max: float) -> tuple[float, str]:
+def resolve_lr(obj: Objective, config: Config) -> tuple[float, str]:
+    """``early_stopping.lr``, or ``1/λ_max`` of ``H`` at the initialization for ``"auto"``.
+
+    The curvature where gradient descent starts, not at ``w₀``: a network near
+    interpolation is much flatter at ``w₀`` (cross-entropy), and ``1/λ_max(w₀)`` would be
+    far beyond the stable step at the start.
+    """
+    from decaylab.curvature import eigen
+
     lr = config.early_stopping["lr"]
     if lr != "auto":
         return float(lr), "early_stopping.lr set in the config"
-    return 1.0 / lam_max, f"1/λ_max = 1/{lam_max:.4g} (early_stopping.lr = \"auto\")"
+    op = hessian_operator(obj, obj.w_init)
+    lam = float(eigen(op, k=2, tol=1e-3, seed=config.seed).eigenvalues[0])
+    return 1.0 / lam, (f"1/λ_max of H at the initialization = 1/{lam:.4g} "
+                       "(early_stopping.lr = \"auto\")")
 
 
 def predicted_coordinates(lam: torch.Tensor, g: torch.Tensor, c0: torch.Tensor, lr: float,
@@ -63,7 +75,7 @@ def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any],
 
     w0, w_init = reference["w0"], obj.w_init
     lam_all = curv["eigenvalues"]
-    lr, lr_reason = resolve_lr(config, float(lam_all[0]))
+    lr, lr_reason = resolve_lr(obj, config)
     history, snaps = _train(obj, config, lr)
     best = history.best_step if history.best_step is not None else history.step[-1]
     k = min(config.curvature["k"], curv["eigenvectors"].shape[1])
