@@ -106,7 +106,7 @@ def test_missing_file_and_unknown_name():
 
 
 def test_sum_loss_refused():
-    with pytest.raises(ValueError, match="reduction='sum'.*mean"):
+    with pytest.raises(ValueError, match="reduction=.sum.*mean"):
         _tiny(loss_fn=nn.MSELoss(reduction="sum"))
 
     def summed(pred, y):
@@ -125,11 +125,11 @@ def test_dropout_in_training_mode_refused():
 def test_bad_data_refused():
     X = torch.randn(8, 3, dtype=torch.float64)
     X[2, 1] = float("nan")
-    with pytest.raises(ValueError, match="train contains NaN"):
+    with pytest.raises(ValueError, match="train.*NaN"):
         _tiny(train=(X, torch.randn(8, 1)))
-    with pytest.raises(ValueError, match="X has 8 samples but y has 7"):
+    with pytest.raises(ValueError, match="share"):
         _tiny(train=(torch.randn(8, 3), torch.randn(7, 1)))
-    with pytest.raises(ValueError, match="would broadcast"):
+    with pytest.raises(ValueError, match="would be broadcast"):
         _tiny(train=(torch.randn(8, 3, dtype=torch.float64),
                      torch.randn(8, dtype=torch.float64))).validate()
     with pytest.raises(ValueError, match="zero-argument callable"):
