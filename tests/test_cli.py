@@ -13,8 +13,10 @@ from decaylab.cli import app
 
 runner = CliRunner()
 
-FAST = ('task = "diabetes"\n[early_stopping]\nmax_steps = 30\n[l1]\nalphas = [0.1]\n'
-        'max_iter = 200\n[picture]\ngrid = 4\n')
+FAST = (
+    'task = "diabetes"\n[early_stopping]\nmax_steps = 30\n[l1]\nalphas = [0.1]\n'
+    "max_iter = 200\n[picture]\ngrid = 4\n"
+)
 
 
 def test_version_and_help():
@@ -24,19 +26,22 @@ def test_version_and_help():
         assert command in out
 
 
-@pytest.mark.parametrize("toml, field", [
-    ("colour = 1\n", "colour"),
-    ("[l2]\nalphas = [1.0, -1.0]\n", "l2.alphas"),
-    ("[l1]\nalphas = []\n", "l1.alphas"),
-    ("[early_stopping]\nlr = -1\n", "early_stopping.lr"),
-    ("[early_stopping]\npatience = 0\n", "early_stopping.patience"),
-    ("[early_stopping]\nmax_steps = 1.5\n", "early_stopping.max_steps"),
-    ("[curvature]\ndense_max_params = 0\n", "curvature.dense_max_params"),
-    ("[curvature]\nk = \"ten\"\n", "curvature.k"),
-    ("seed = -3\n", "seed"),
-    ('task = "breast-cancer-logistic"\n[l2]\nalphas = [1e-6]\n', "l2.alphas"),
-    ("l2 = [\n", "--config"),
-])
+@pytest.mark.parametrize(
+    "toml, field",
+    [
+        ("colour = 1\n", "colour"),
+        ("[l2]\nalphas = [1.0, -1.0]\n", "l2.alphas"),
+        ("[l1]\nalphas = []\n", "l1.alphas"),
+        ("[early_stopping]\nlr = -1\n", "early_stopping.lr"),
+        ("[early_stopping]\npatience = 0\n", "early_stopping.patience"),
+        ("[early_stopping]\nmax_steps = 1.5\n", "early_stopping.max_steps"),
+        ("[curvature]\ndense_max_params = 0\n", "curvature.dense_max_params"),
+        ('[curvature]\nk = "ten"\n', "curvature.k"),
+        ("seed = -3\n", "seed"),
+        ('task = "breast-cancer-logistic"\n[l2]\nalphas = [1e-6]\n', "l2.alphas"),
+        ("l2 = [\n", "--config"),
+    ],
+)
 def test_config_errors_exit_2_naming_the_field(tmp_path, toml, field):
     cfg = tmp_path / "s.toml"
     cfg.write_text(toml)

@@ -93,8 +93,9 @@ def test_early_stopping_trajectory_is_gd_iterate(study, data):
     w_ls = np.linalg.lstsq(X, y, rcond=None)[0]
     expected = gd_iterate(w_ls, es["lr"], steps, hessian=X.T @ X / len(y), w0=np.zeros(10))
     np.testing.assert_allclose(cached["snapshots"].numpy(), expected, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(es["trajectory"]["predicted"], es["trajectory"]["measured"],
-                               rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        es["trajectory"]["predicted"], es["trajectory"]["measured"], rtol=1e-8, atol=1e-12
+    )
     assert es["equivalent_alpha"] == pytest.approx(1 / (es["lr"] * es["best_step"]))
     assert es["val_loss_early_stopping"] == min(es["val_curve"]["val_loss"])
 
@@ -105,13 +106,33 @@ def test_results_json_schema(study):
     assert on_disk["schema_version"] == 1
     for section, keys in {
         "task": ["name", "n_params", "n_train", "n_val"],
-        "reference": ["train_loss", "grad_norm", "alpha0", "decayed_parameters",
-                      "hessian_top_eigenvalues", "weights_file"],
-        "l2": ["alphas", "relative_error", "val_loss_predicted", "val_loss_measured", "gamma",
-               "trust_region_alpha_max", "shrink_predicted", "shrink_measured"],
+        "reference": [
+            "train_loss",
+            "grad_norm",
+            "alpha0",
+            "decayed_parameters",
+            "hessian_top_eigenvalues",
+            "weights_file",
+        ],
+        "l2": [
+            "alphas",
+            "relative_error",
+            "val_loss_predicted",
+            "val_loss_measured",
+            "gamma",
+            "trust_region_alpha_max",
+            "shrink_predicted",
+            "shrink_measured",
+        ],
         "l1": ["alphas", "zero_precision", "zero_recall", "n_zero_predicted", "n_zero_measured"],
-        "early_stopping": ["lr", "best_step", "equivalent_alpha", "val_loss_early_stopping",
-                           "val_loss_l2_equivalent", "val_loss_l2_best"],
+        "early_stopping": [
+            "lr",
+            "best_step",
+            "equivalent_alpha",
+            "val_loss_early_stopping",
+            "val_loss_l2_equivalent",
+            "val_loss_l2_best",
+        ],
         "picture": ["a", "b", "J", "predicted", "measured"],
     }.items():
         assert set(keys) <= set(on_disk[section]), section
@@ -127,9 +148,13 @@ def test_l2_alphas_below_alpha0_refused():
 
 def _cli(out: Path, config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    return subprocess.Popen([sys.executable, "-m", "decaylab.cli", "run", "--config",
-                             str(config), "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "decaylab.cli", "run", "--config", str(config), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _strip(results: dict) -> dict:
@@ -138,8 +163,10 @@ def _strip(results: dict) -> dict:
 
 def test_sigkill_then_rerun_gives_identical_results(tmp_path):
     config = tmp_path / "s.toml"
-    config.write_text('task = "diabetes"\n[early_stopping]\nmax_steps = 40\n'
-                      '[l1]\nalphas = [0.1]\nmax_iter = 300\n[picture]\ngrid = 4\n')
+    config.write_text(
+        'task = "diabetes"\n[early_stopping]\nmax_steps = 40\n'
+        "[l1]\nalphas = [0.1]\nmax_iter = 300\n[picture]\ngrid = 4\n"
+    )
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = _cli(killed, config)
     deadline = time.time() + 120

@@ -14,18 +14,19 @@ from decaylab.tasks import Task, available_tasks, get_task
 
 def _tiny(**changes):
     torch.manual_seed(0)
-    kw = dict(name="tiny", model=lambda: nn.Linear(3, 1).double(), loss_fn=nn.MSELoss(),
-              train=(torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1,
-                                                                           dtype=torch.float64)),
-              val=(torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1,
-                                                                         dtype=torch.float64)))
+    kw = dict(
+        name="tiny",
+        model=lambda: nn.Linear(3, 1).double(),
+        loss_fn=nn.MSELoss(),
+        train=(torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)),
+        val=(torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)),
+    )
     kw.update(changes)
     return Task(**kw)
 
 
 def test_builtin_names():
-    assert available_tasks() == ["breast-cancer-logistic", "diabetes", "digits-mlp",
-                                 "mnist1d-cnn"]
+    assert available_tasks() == ["breast-cancer-logistic", "diabetes", "digits-mlp", "mnist1d-cnn"]
 
 
 def test_digits_mlp_sizes_split_and_standardization():
@@ -68,7 +69,8 @@ def test_seeded_initialization_is_reproducible():
 
 def test_user_task_from_file(tmp_path):
     path = tmp_path / "mytask.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
         from decaylab.tasks import Task
@@ -80,17 +82,25 @@ def test_user_task_from_file(tmp_path):
             return Task(name="mine", model=lambda: nn.Linear(4, 1).double(),
                         loss_fn=nn.BCEWithLogitsLoss(), train=(X[:20], y[:20]),
                         val=(X[20:], y[20:]))
-    """))
+    """)
+    )
     task = get_task(f"{path}:make_task")
     assert task.name == "mine" and task.n_params == 5 and task.n_val == 10
 
 
-@pytest.mark.parametrize("body, fn, match", [
-    ("import nonexistent_pkg_xyz\n", "f", r"mytask\.py.*failed to import.*nonexistent_pkg_xyz"),
-    ("def g():\n    return 1\n", "f", r"mytask\.py.*has no function 'f'"),
-    ("def f():\n    return 1\n", "f", r"mytask\.py.*must return a decaylab.tasks.Task, got int"),
-    ("def f():\n    raise RuntimeError('boom')\n", "f", r"mytask\.py.*f\(\) failed.*boom"),
-])
+@pytest.mark.parametrize(
+    "body, fn, match",
+    [
+        ("import nonexistent_pkg_xyz\n", "f", r"mytask\.py.*failed to import.*nonexistent_pkg_xyz"),
+        ("def g():\n    return 1\n", "f", r"mytask\.py.*has no function 'f'"),
+        (
+            "def f():\n    return 1\n",
+            "f",
+            r"mytask\.py.*must return a decaylab.tasks.Task, got int",
+        ),
+        ("def f():\n    raise RuntimeError('boom')\n", "f", r"mytask\.py.*f\(\) failed.*boom"),
+    ],
+)
 def test_user_task_errors_name_the_file(tmp_path, body, fn, match):
     path = tmp_path / "mytask.py"
     path.write_text(body)
@@ -130,7 +140,8 @@ def test_bad_data_refused():
     with pytest.raises(ValueError, match="share"):
         _tiny(train=(torch.randn(8, 3), torch.randn(7, 1)))
     with pytest.raises(ValueError, match="would be broadcast"):
-        _tiny(train=(torch.randn(8, 3, dtype=torch.float64),
-                     torch.randn(8, dtype=torch.float64))).validate()
+        _tiny(
+            train=(torch.randn(8, 3, dtype=torch.float64), torch.randn(8, dtype=torch.float64))
+        ).validate()
     with pytest.raises(ValueError, match="zero-argument callable"):
         _tiny(model=nn.Linear(3, 1))

@@ -35,18 +35,34 @@ app = typer.Typer(
 
 DEFAULT_OUT = Path("decaylab-report")
 
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output directory (results.json, "
-                                         "reference.pt, cache/, report.html, figures/).")]
-TaskOption = Annotated[str | None, typer.Option(
-    "--task", "-t", help="Built-in task (diabetes, digits-mlp, breast-cancer-logistic, "
-    "mnist1d-cnn), or FILE.py:FUNCTION, or package.module:FUNCTION returning a "
-    "decaylab.tasks.Task. Overrides the config file.")]
-FreshOption = Annotated[bool, typer.Option("--fresh", help="Recompute every phase, ignoring "
-                                           "the cache in DIR/cache.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the "
-                                           "summary's file paths.")]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed of the model's "
-                                                "initialization (overrides the config).")]
+OutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output directory (results.json, reference.pt, cache/, report.html, figures/).",
+    ),
+]
+TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        "-t",
+        help="Built-in task (diabetes, digits-mlp, breast-cancer-logistic, "
+        "mnist1d-cnn), or FILE.py:FUNCTION, or package.module:FUNCTION returning a "
+        "decaylab.tasks.Task. Overrides the config file.",
+    ),
+]
+FreshOption = Annotated[
+    bool, typer.Option("--fresh", help="Recompute every phase, ignoring the cache in DIR/cache.")
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only errors and the summary's file paths.")
+]
+SeedOption = Annotated[
+    int | None,
+    typer.Option("--seed", help="Seed of the model's initialization (overrides the config)."),
+]
 
 
 def _version_callback(value: bool) -> None:
@@ -57,8 +73,12 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback,
-                                          is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
 ) -> None:
     """decaylab: weight decay, L1 and early stopping, predicted from the Hessian and measured."""
 
@@ -71,8 +91,10 @@ def _fail(message: str) -> None:
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Study config (TOML); "
-                                                "every field in docs/study.md.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Study config (TOML); every field in docs/study.md."),
+    ] = None,
     task: TaskOption = None,
     out: OutOption = DEFAULT_OUT,
     fresh: FreshOption = False,
@@ -85,8 +107,12 @@ def run(
 
 @app.command()
 def demo(
-    task: Annotated[str, typer.Option("--task", "-t", help="Task of the demo; `diabetes` is "
-                                      "the exact linear study.")] = "digits-mlp",
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task", "-t", help="Task of the demo; `diabetes` is the exact linear study."
+        ),
+    ] = "digits-mlp",
     out: OutOption = DEFAULT_OUT,
     fresh: FreshOption = False,
     quiet: QuietOption = False,
@@ -122,8 +148,9 @@ def _render(results: dict[str, Any], out: Path) -> Path | None:
     return Path(render(results, out))
 
 
-def _study(config_path: Path | None, overrides: dict[str, Any], *, out: Path, fresh: bool,
-           quiet: bool) -> None:
+def _study(
+    config_path: Path | None, overrides: dict[str, Any], *, out: Path, fresh: bool, quiet: bool
+) -> None:
     from decaylab.study.config import load_config
     from decaylab.study.run import check_against_task
     from decaylab.tasks import get_task
@@ -153,16 +180,22 @@ def _study(config_path: Path | None, overrides: dict[str, Any], *, out: Path, fr
         typer.echo("report:  not rendered (decaylab.report.render is not available yet)")
 
 
-def _run_with_progress(cfg: Any, task_obj: Any, out: Path, fresh: bool,
-                       console: Console) -> dict[str, Any]:
+def _run_with_progress(
+    cfg: Any, task_obj: Any, out: Path, fresh: bool, console: Console
+) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from decaylab.study.run import run_study
 
     bars: dict[str, Any] = {}
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
 
         def on_point(label: str, done: int, total: int) -> None:
             if label not in bars:
@@ -184,30 +217,58 @@ def _fmt(x: Any) -> str:
 
 
 def _summary_table(res: dict[str, Any], elapsed: float) -> Table:
-    ref, curv, l2, l1, es = (res[k] for k in ("reference", "curvature", "l2", "l1",
-                                              "early_stopping"))
+    ref, curv, l2, l1, es = (
+        res[k] for k in ("reference", "curvature", "l2", "l1", "early_stopping")
+    )
     table = Table(title=f"decaylab study: {res['task']['name']}", header_style="bold")
     table.add_column("quantity", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_column("note", style="dim")
-    table.add_row("parameters, train, val", f"{res['task']['n_params']}, "
-                  f"{res['task']['n_train']}, {res['task']['n_val']}", res["task"]["loss"])
-    table.add_row("reference J, val loss", f"{_fmt(ref['train_loss'])}, {_fmt(ref['val_loss'])}",
-                  f"‖∇‖ = {_fmt(ref['grad_norm'])}, α₀ = {_fmt(ref['alpha0'])}")
-    table.add_row("curvature", curv["path"], f"λ_max = {_fmt(curv['eigenvalues'][0])}, "
-                  f"{curv['n_negative']} negative, trace {_fmt(curv['trace'])}")
-    table.add_row("L2 trust region α ≤", _fmt(l2["trust_region_alpha_max"]),
-                  "relative error ≤ " + _fmt(res["config"]["l2"]["trust_threshold"]))
-    table.add_row("L2 relative error", " … ".join(_fmt(e) for e in (l2["relative_error"][0],
-                  l2["relative_error"][-1])), f"α = {_fmt(l2['alphas'][0])} … "
-                  f"{_fmt(l2['alphas'][-1])} (warm start)")
-    table.add_row("L1 zeros precision / recall", ", ".join(
-        f"{_fmt(p)}/{_fmt(r)}" for p, r in zip(l1["zero_precision"], l1["zero_recall"],
-                                               strict=True)), "per grid α")
-    table.add_row("early stopping τ*, α = 1/(ετ*)", f"{es['best_step']}, "
-                  f"{_fmt(es['equivalent_alpha'])}", f"ε = {_fmt(es['lr'])}")
-    table.add_row("val loss: ES / L2 equiv. / best L2", f"{_fmt(es['val_loss_early_stopping'])} /"
-                  f" {_fmt(es['val_loss_l2_equivalent'])} / {_fmt(es['val_loss_l2_best'])}", "")
+    table.add_row(
+        "parameters, train, val",
+        f"{res['task']['n_params']}, {res['task']['n_train']}, {res['task']['n_val']}",
+        res["task"]["loss"],
+    )
+    table.add_row(
+        "reference J, val loss",
+        f"{_fmt(ref['train_loss'])}, {_fmt(ref['val_loss'])}",
+        f"‖∇‖ = {_fmt(ref['grad_norm'])}, α₀ = {_fmt(ref['alpha0'])}",
+    )
+    table.add_row(
+        "curvature",
+        curv["path"],
+        f"λ_max = {_fmt(curv['eigenvalues'][0])}, "
+        f"{curv['n_negative']} negative, trace {_fmt(curv['trace'])}",
+    )
+    table.add_row(
+        "L2 trust region α ≤",
+        _fmt(l2["trust_region_alpha_max"]),
+        "relative error ≤ " + _fmt(res["config"]["l2"]["trust_threshold"]),
+    )
+    table.add_row(
+        "L2 relative error",
+        " … ".join(_fmt(e) for e in (l2["relative_error"][0], l2["relative_error"][-1])),
+        f"α = {_fmt(l2['alphas'][0])} … {_fmt(l2['alphas'][-1])} (warm start)",
+    )
+    table.add_row(
+        "L1 zeros precision / recall",
+        ", ".join(
+            f"{_fmt(p)}/{_fmt(r)}"
+            for p, r in zip(l1["zero_precision"], l1["zero_recall"], strict=True)
+        ),
+        "per grid α",
+    )
+    table.add_row(
+        "early stopping τ*, α = 1/(ετ*)",
+        f"{es['best_step']}, {_fmt(es['equivalent_alpha'])}",
+        f"ε = {_fmt(es['lr'])}",
+    )
+    table.add_row(
+        "val loss: ES / L2 equiv. / best L2",
+        f"{_fmt(es['val_loss_early_stopping'])} /"
+        f" {_fmt(es['val_loss_l2_equivalent'])} / {_fmt(es['val_loss_l2_best'])}",
+        "",
+    )
     reused = res.get("_reused_phases", [])
     table.add_row("phases reused from cache", ", ".join(reused) if reused else "none", "")
     table.add_row("warnings", str(len(res["warnings"])), "listed below and in results.json")

@@ -16,16 +16,24 @@ __all__ = ["fista", "lbfgs"]
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def lbfgs(fn: Fn, w_start: torch.Tensor, *, max_iter: int, tol: float) -> tuple[torch.Tensor,
-                                                                                  dict[str, Any]]:
+def lbfgs(
+    fn: Fn, w_start: torch.Tensor, *, max_iter: int, tol: float
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Minimize ``fn`` from ``w_start`` with L-BFGS (strong Wolfe line search).
 
     Stops when ``max|∇fn| ≤ tol`` or after ``max_iter`` iterations; ``converged`` says which.
     """
     w = w_start.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
-                            tolerance_grad=tol, tolerance_change=0.0, history_size=30,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=0.0,
+        history_size=30,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -43,17 +51,23 @@ def lbfgs(fn: Fn, w_start: torch.Tensor, *, max_iter: int, tol: float) -> tuple[
             break
         opt.param_groups[0]["max_iter"] = max(max_iter - iterations, 1)
     w = w.detach()
-    if float(_grad(fn, w).abs().max()) > tol:
+    if iterations < max_iter and float(_grad(fn, w).abs().max()) > tol:
+        # the line search stalled before the budget was spent: finish on the gradient
         w = newton_polish(fn, w, tol=tol)
     g = _grad(fn, w)
     gmax = float(g.abs().max())
-    return w, {"converged": bool(gmax <= tol), "iterations": iterations,
-                        "grad_norm": float(g.norm()), "grad_max": gmax,
-                        "value": float(fn(w.detach()))}
+    return w, {
+        "converged": bool(gmax <= tol),
+        "iterations": iterations,
+        "grad_norm": float(g.norm()),
+        "grad_max": gmax,
+        "value": float(fn(w.detach())),
+    }
 
 
-def newton_polish(fn: Fn, w: torch.Tensor, *, tol: float, max_newton: int = 8,
-                  cg_iters: int = 100) -> torch.Tensor:
+def newton_polish(
+    fn: Fn, w: torch.Tensor, *, tol: float, max_newton: int = 8, cg_iters: int = 100
+) -> torch.Tensor:
     """Newton-CG steps from ``w`` while they reduce ``max|∇fn|`` (no line search).
 
     L-BFGS's line search compares function values, which stop resolving progress once the
@@ -83,8 +97,9 @@ def newton_polish(fn: Fn, w: torch.Tensor, *, tol: float, max_newton: int = 8,
     return w
 
 
-def _cg_steihaug(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
-                 tol: float) -> torch.Tensor:
+def _cg_steihaug(
+    hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float
+) -> torch.Tensor:
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = float(r @ r)
@@ -116,7 +131,12 @@ def _soft(x: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
 
 
 def fista(
-    fn: Fn, weights: torch.Tensor, w_start: torch.Tensor, *, step: float, max_iter: int,
+    fn: Fn,
+    weights: torch.Tensor,
+    w_start: torch.Tensor,
+    *,
+    step: float,
+    max_iter: int,
     tol: float,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Minimize ``fn(w) + Σ_i weights_i |w_i|`` by FISTA with backtracking and restarts.
@@ -151,5 +171,9 @@ def fista(
         theta_new = 0.5 * (1 + (1 + 4 * theta * theta) ** 0.5)
         y = x_new + ((theta - 1) / theta_new) * (x_new - x)
         x, theta = x_new, theta_new
-    return x.detach(), {"converged": bool(mapping <= tol), "iterations": it,
-                        "gradient_mapping": mapping, "step": t}
+    return x.detach(), {
+        "converged": bool(mapping <= tol),
+        "iterations": it,
+        "gradient_mapping": mapping,
+        "step": t,
+    }
