@@ -28,7 +28,7 @@ def hessian_operator(obj: Objective, w0: torch.Tensor) -> Any:
     return HessianOperator(obj.model_at(w0), obj.task.loss_fn, obj.train, dtype=obj.dtype)
 
 
-def density_from_eigenvalues(eigs: torch.Tensor, n_grid: int = 200) -> dict[str, list[float]]:
+def density_from_eigenvalues(eigs: torch.Tensor, n_grid: int = 200) -> dict[str, Any]:
     """``(1/P) Σ_i N(t; λ_i, σ²)`` on a grid, σ = 1 % of the spectrum's range (as SLQ's)."""
     lo, hi = float(eigs.min()), float(eigs.max())
     span = max(hi - lo, 1e-12)
