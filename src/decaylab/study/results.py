@@ -193,6 +193,7 @@ def build_results(
         "warnings": sorted(set(warns), key=warns.index),
     }
     results["l2"]["trust_note"] = trust
+    results["l2"]["trust_tolerance"] = config.l2["trust_threshold"]
     results["early_stopping"]["val_loss_l2_best"] = min(measured) if measured else None
     results["early_stopping"]["alpha_l2_best"] = (
         l2["alphas"][l2["val_loss_measured"].index(min(measured))] if measured else None
