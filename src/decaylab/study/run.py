@@ -111,6 +111,7 @@ def run_study(
     task: Task | None = None,
     log: Log | None = None,
     threads: int | None = 1,
+    executor: Any = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` into ``out``; return the results dict.
@@ -119,13 +120,17 @@ def run_study(
     ``torch.load(..., weights_only=True)``) and ``out/cache/``. ``threads``: torch's
     intra-op threads during the study (default 1: the study's many small full-batch
     operations run ~100x slower with 2 threads on a busy 2-core machine, and a fixed count
-    keeps reruns bit-identical); ``None`` leaves torch's setting.
+    keeps reruns bit-identical); ``None`` leaves torch's setting. ``executor``: what runs
+    the L2/L1 grid points (default a :class:`~decaylab.executors.LocalExecutor` caching in
+    ``out/cache/points``); any object with the same ``map`` works, e.g. the Ray executor.
     """
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_study(config, out, fresh=fresh, task=task, log=log, progress=progress)
+        return _run_study(
+            config, out, fresh=fresh, task=task, log=log, progress=progress, executor=executor
+        )
     finally:
         torch.set_num_threads(previous)
 
@@ -138,6 +143,7 @@ def _run_study(
     task: Task | None,
     log: Log | None,
     progress: Callable[[str, int, int], None] | None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     log = log or (lambda message: None)
     start = time.perf_counter()
@@ -156,7 +162,8 @@ def _run_study(
     _save_reference(obj, ref["w0"], out / "reference.pt")
     fp["curvature"] = fingerprint(fp["reference"], config.curvature)
     curv = run("curvature", fp["curvature"], lambda: curvature.run(obj, ref, config))
-    executor = LocalExecutor(out / "cache" / "points", progress=progress)
+    if executor is None:
+        executor = LocalExecutor(out / "cache" / "points", progress=progress)
     fp["l2"] = fingerprint(fp["curvature"], config.l2)
     res_l2 = run(
         "l2", fp["l2"], lambda: l2.run(obj, ref, curv, config, _Prefixed(executor, fp["l2"]))
