@@ -68,7 +68,8 @@ def _l2_messages(l2: dict[str, Any], threshold: float, notes: list[str], warns: 
                 f"L2 prediction at α = {a:g}: H + αD is not positive definite (or CG "
                 "did not converge), so the quadratic model has no minimizer there"
             )
-        if err is not None and rel is not None and err > 0.1 * max(rel, 1e-12):
+        # not negligible: over 1 % of the displacement and over a tenth of the relative error
+        if err is not None and rel is not None and err > max(0.01, 0.1 * rel):
             warns.append(
                 f"L2 at α = {a:g}: the estimated retraining error ({err:.2g} of the "
                 f"displacement) is not negligible next to the relative error {rel:.2g}"
