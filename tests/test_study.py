@@ -185,3 +185,30 @@ def test_sigkill_then_rerun_gives_identical_results(tmp_path):
     first = json.loads((killed / "results.json").read_text())
     second = json.loads((clean / "results.json").read_text())
     assert _strip(first) == _strip(second)
+
+
+def test_operator_path_matches_the_exact_answers(tmp_path, data):
+    X, y, _ = data
+    cfg = config_from_dict(
+        {
+            **SMALL,
+            "curvature": {
+                "dense_max_params": 5,
+                "k": 4,
+                "trace_matvecs": 12,
+                "diagonal_matvecs": 12,
+                "density_steps": 8,
+            },
+            "l1": {"alphas": [0.1], "max_iter": 200},
+            "early_stopping": {"max_steps": 20},
+        }
+    )
+    res = run_study(cfg, tmp_path)
+    curv = res["curvature"]
+    H = X.T @ X / len(y)
+    assert curv["path"] == "operator" and curv["diagonal_source"] == "estimated"
+    np.testing.assert_allclose(curv["eigenvalues"], np.linalg.eigvalsh(H)[::-1][:4], rtol=1e-6)
+    assert abs(curv["trace"] - np.trace(H)) <= 4 * curv["trace_std_error"] + 1e-8
+    # CG on the operator gives the exact ridge solution of the quadratic
+    assert max(res["l2"]["relative_error"]) < 1e-5
+    assert res["reference"]["hessian_top_eigenvalues"] == curv["eigenvalues"]
