@@ -276,6 +276,38 @@ def _summary_table(res: dict[str, Any], elapsed: float) -> Table:
     return table
 
 
+@app.command()
+def advise(
+    task: TaskOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML with task, seed and an [advise] table."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory (advice.json).")
+    ] = Path("decaylab-advice"),
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="path (default), evidence, hypergradient, early_stopping or grid.",
+        ),
+    ] = None,
+    compare_grid: Annotated[
+        bool, typer.Option("--compare-grid", help="Also run the 11-point grid baseline.")
+    ] = False,
+) -> None:
+    """Advise a weight decay α for a task: grid quality at a fraction of its compute."""
+    from decaylab.advise.command import advise_command
+
+    try:
+        advice, path = advise_command(task, config, out, method, compare_grid or None)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(str(advice))
+    typer.echo(f"advice:  {path}")
+
+
 def main() -> None:
     """Entry point for ``python -m decaylab``."""
     app()

@@ -10,16 +10,15 @@ study's) are ignored. Command-line options win over the file. ``DIR/advice.json`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import tomllib
-import typer
 
 from decaylab.advise._train import Protocol
 from decaylab.advise.advice import Advice
 from decaylab.advise.run import DEFAULT_METHOD, DEFAULT_RANGE, METHODS, advise
 
-__all__ = ["advise_command", "read_config", "register"]
+__all__ = ["advise_command", "read_config"]
 
 _ADVISE_KEYS = {
     "method",
@@ -92,35 +91,3 @@ def advise_command(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     return advice, advice.save(out_dir / "advice.json")
-
-
-def register(app: Any) -> None:
-    """Add the ``advise`` command to a typer app (``decaylab.cli.app``)."""
-
-    @app.command("advise")
-    def advise_cli(
-        task: Annotated[
-            str | None, typer.Option("--task", help="Built-in task name or path/file.py:function.")
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", help="TOML file with an [advise] table.")
-        ] = None,
-        out: Annotated[
-            Path, typer.Option("--out", "-o", help="Directory for advice.json.")
-        ] = DEFAULT_OUT,
-        method: Annotated[
-            str | None,
-            typer.Option("--method", help=f"One of {METHODS}; default {DEFAULT_METHOD}."),
-        ] = None,
-        compare_grid: Annotated[
-            bool, typer.Option("--compare-grid", help="Also run the grid baseline.")
-        ] = False,
-    ) -> None:
-        """Advise a weight decay α for a task (grid quality at a fraction of its compute)."""
-        try:
-            advice, path = advise_command(task, config, out, method, compare_grid or None)
-        except ValueError as exc:
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        typer.echo(str(advice))
-        typer.echo(f"wrote {path}")
