@@ -172,7 +172,12 @@ def hypergradient(
 
 
 def newton_predictor(
-    trainer: Any, alpha_new: float, *, max_iter: int = 30, damping_rel: float = 1e-4
+    trainer: Any,
+    alpha_new: float,
+    *,
+    max_iter: int = 30,
+    damping_rel: float = 1e-4,
+    max_relative_step: float | None = None,
 ) -> dict[str, Any]:
     """Move the trainer's weights to the quadratic prediction of ``w̃(α_new)``.
 
@@ -197,6 +202,11 @@ def newton_predictor(
     params = [p for p in model.parameters() if p.requires_grad]
     taken = 0.0
     step = res.x
+    if max_relative_step is not None:
+        # Trust region: the quadratic model is not trusted beyond this fraction of ‖w‖.
+        limit = max_relative_step * float(w.norm())
+        if float(step.norm()) > limit:
+            step = step * (limit / float(step.norm()))
     for _ in range(4):
         _add_flat(params, step)
         if trainer.objective() < before:

@@ -79,6 +79,7 @@ def path_search(
     start_steps: int | None = None,
     predictor: bool = False,
     cg_iters: int = 30,
+    max_relative_step: float | None = None,
 ) -> dict[str, Any]:
     """Run the path; return the α with the lowest validation loss seen and the curve.
 
@@ -102,7 +103,7 @@ def path_search(
 
     record()
     for log_a in logs[1:]:
-        _move(trainer, math.exp(log_a), corrector, predictor, cg_iters, budget)
+        _move(trainer, math.exp(log_a), corrector, predictor, cg_iters, budget, max_relative_step)
         record()
         vals = [p["val_loss"] for p in points]
         best = int(np.argmin(vals))
@@ -117,7 +118,7 @@ def path_search(
             break
         nearest = points[int(np.argmin(np.abs(xs - nxt)))]
         trainer.load(nearest["state"])
-        _move(trainer, math.exp(nxt), corrector, predictor, cg_iters, budget)
+        _move(trainer, math.exp(nxt), corrector, predictor, cg_iters, budget, max_relative_step)
         record()
     xs = np.array([p["log_alpha"] for p in points])
     vs = np.array([p["val_loss"] for p in points])
@@ -133,10 +134,18 @@ def path_search(
 
 
 def _move(
-    trainer: Trainer, alpha: float, corrector: int, predictor: bool, cg_iters: int, budget: Budget
+    trainer: Trainer,
+    alpha: float,
+    corrector: int,
+    predictor: bool,
+    cg_iters: int,
+    budget: Budget,
+    max_relative_step: float | None = None,
 ) -> None:
     if predictor:
-        info = newton_predictor(trainer, alpha, max_iter=cg_iters)
+        info = newton_predictor(
+            trainer, alpha, max_iter=cg_iters, max_relative_step=max_relative_step
+        )
         budget.add_products(info["products"])
     trainer.set_alpha(alpha)
     trainer.run(corrector)
