@@ -337,7 +337,7 @@ def log_evidence_ridge(
     noise_precision: float | None = None,
     *,
     fit_intercept: bool = True,
-) -> np.ndarray:
+) -> np.ndarray | np.float64:
     """Log marginal likelihood of ridge regression for each decaylab ``alpha``.
 
     For each ``alpha`` the prior precision is ``delta = alpha beta N`` and the value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ __all__ = ["advise", "METHODS", "DEFAULT_METHOD", "DEFAULT_RANGE"]
 METHODS = ("path", "evidence", "hypergradient", "early_stopping", "grid")
 DEFAULT_METHOD = "path"
 DEFAULT_RANGE = (1e-6, 1e-1)
-_RUNNERS = {
+_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "path": path_search,
     "evidence": evidence_search,
     "hypergradient": hypergradient_search,
@@ -156,7 +157,7 @@ def _curves_and_messages(method: str, res: dict, proto: Protocol) -> tuple[dict,
     if method == "path":
         return {"alpha": res["curve_alpha"], "val_loss": res["curve_val_loss"]}, []
     if method == "early_stopping":
-        msgs = []
+        msgs: list[str | None] = []
         if proto.optimizer != "sgd":
             msgs.append(
                 f"the early-stopping equivalence is gradient-descent theory; with "
