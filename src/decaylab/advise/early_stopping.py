@@ -75,7 +75,8 @@ def early_stopping_search(
     alpha_scalar = 1.0 / (protocol.lr * tau)
     alpha_dirs = gamma_matched_alpha(spec.eigenvalues, protocol.lr, tau, low=low, high=high)
     return {
-        "alpha": alpha_dirs if alpha_dirs is not None else alpha_scalar,
+        # The scalar reading can fall outside the range searched; the advice stays inside it.
+        "alpha": alpha_dirs if alpha_dirs is not None else min(max(alpha_scalar, low), high),
         "alpha_timescale": alpha_scalar,
         "alpha_per_direction": alpha_dirs,
         "best_step": tau,

@@ -171,7 +171,8 @@ def _curves_and_messages(method: str, res: dict, proto: Protocol) -> tuple[dict,
             )
         if res["alpha_per_direction"] is None:
             msgs.append(
-                "the per-direction equivalence has no α in the range; the scalar 1/(lr·τ*) is used"
+                "the per-direction equivalence has no α in the range; the scalar 1/(lr·τ*) = "
+                f"{res['alpha_timescale']:.3g} is used (clipped to the range)"
             )
         return {"step": res["curve_step"], "val_loss_unregularized": res["curve_val_loss"]}, msgs
     curves = {"step": res["step"], "alpha_trace": res["alpha_trace"]}
