@@ -36,7 +36,7 @@ def parabola_vertex(x: np.ndarray, y: np.ndarray) -> float | None:
     """Abscissa of the vertex of the parabola through three points, ``None`` if it opens
     downwards (or the points are collinear).
 
-    >>> parabola_vertex(np.array([0.0, 1.0, 3.0]), np.array([4.0, 1.0, 1.0]))
+    >>> round(parabola_vertex(np.array([0.0, 1.0, 3.0]), np.array([4.0, 1.0, 1.0])), 12)
     2.0
     """
     a, b, c = np.polyfit(x, y, 2)
