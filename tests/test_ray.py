@@ -54,7 +54,8 @@ def same(a: dict, b: dict) -> bool:
 def test_equals_loop_writes_cache_and_forwards_warnings(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.mkdir()
-    calls = [{"x": float(x), "log_dir": str(log)} for x in range(1, 6)]
+    shift = torch.randn(3)  # one tensor shared by every call: put in the object store once
+    calls = [{"x": float(x), "log_dir": str(log), "shift": shift} for x in range(1, 6)]
     expected = [points.square(**c) for c in calls]
     seen: list[int] = []
     ex = RayExecutor(tmp_path / "cache", progress=lambda label, done, total: seen.append(done))

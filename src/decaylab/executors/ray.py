@@ -73,15 +73,19 @@ def _save(cache_dir: str | None, key: str | None, result: Any) -> None:
 
 def run_point(
     fn: Callable[..., Any],
-    call: dict[str, Any],
     cache_dir: str | None,
     key: str | None,
     threads: int | None,
+    names: Sequence[str],
+    *values: Any,
 ) -> tuple[Any, list[tuple[type[Warning], str]]]:
     """One grid point on a worker: reuse its stored result or compute, store and return it.
 
+    The call is ``fn(**dict(zip(names, values)))``; the values travel as positional
+    arguments so that Ray resolves the shared ones, put once in the object store.
     Returns the result and the warnings ``fn`` raised, as ``(category, message)`` pairs.
     """
+    call = dict(zip(names, values, strict=True))
     cached = _load(cache_dir, key)
     if cached is not None:
         return cached, []
@@ -195,10 +199,15 @@ class RayExecutor:
 
         threads = self.threads if self.threads is not None else torch.get_num_threads()
         options = {"max_retries": self.max_retries, "num_cpus": self.cpus_per_task}
-        refs = {
-            self._remote.options(**options).remote(fn, calls[i], cache, key_of[i], threads): i
-            for i in todo
-        }
+        shared = self._shared_values([calls[i] for i in todo])
+        refs = {}
+        for i in todo:
+            names = list(calls[i])
+            values = [shared.get(id(v), v) for v in calls[i].values()]
+            ref = self._remote.options(**options).remote(
+                fn, cache, key_of[i], threads, names, *values
+            )
+            refs[ref] = i
         caught: dict[int, list[tuple[type[Warning], str]]] = {}
         try:
             done = self._collect(refs, results, caught, cache, key_of, label, done, len(calls))
@@ -236,6 +245,17 @@ class RayExecutor:
             if self.progress is not None:
                 self.progress(label, done, total)
         return done
+
+    def _shared_values(self, calls: Sequence[dict[str, Any]]) -> dict[int, Any]:
+        """Object-store references for values several calls share (the task, ``w0``)."""
+        seen: dict[int, int] = {}
+        objects: dict[int, Any] = {}
+        for call in calls:
+            for value in call.values():
+                if not isinstance(value, (bool, int, float, str, type(None))):
+                    seen[id(value)] = seen.get(id(value), 0) + 1
+                    objects[id(value)] = value
+        return {i: self.ray.put(objects[i]) for i, n in seen.items() if n > 1}
 
     def _register_user_modules(self) -> None:
         """Task files are imported under names a worker cannot import: send them by value."""
