@@ -7,6 +7,7 @@ reuses what was written.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -138,3 +139,48 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
         import_ray()
     with pytest.raises(ImportError, match=r"decaylab\[ray\]"):
         RayExecutor()
+
+
+STUDY = {
+    "task": str(HERE / "_scale_task.py") + ":tiny",
+    "l2": {"alphas": [1e-3, 1e-2, 1e-1], "max_iter": 300},
+    "l1": {"alphas": [1e-3, 1e-2], "max_iter": 300},
+    "early_stopping": {"max_steps": 300},
+    "picture": {"grid": 5},
+}
+
+
+def without_timings(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k not in {"timings", "created"}}
+
+
+def test_study_on_ray_equals_local_with_a_killed_worker(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from decaylab.study.config import config_from_dict
+    from decaylab.study.run import run_study
+    from decaylab.tasks import get_task
+
+    marker = tmp_path / "kill-a-worker"
+    marker.touch()
+    monkeypatch.setenv("DECAYLAB_TEST_KILL_MARKER", str(marker))
+    config = config_from_dict(STUDY)
+    task = get_task(config.task)  # reads the marker's name; kills only off the driver
+    run_study(config, tmp_path / "local", task=task)
+    assert marker.exists()  # the local run never left this process
+    run_study(config, tmp_path / "ray", task=task, executor="ray")
+    assert not marker.exists()  # a worker died in a grid point, and the point was retried
+    local = json.loads((tmp_path / "local" / "results.json").read_text())
+    remote = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert without_timings(remote) == without_timings(local)
+    points = sorted(p.name for p in (tmp_path / "ray" / "cache" / "points").iterdir())
+    assert points == sorted(p.name for p in (tmp_path / "local" / "cache" / "points").iterdir())
+    assert len(points) == 5
+
+
+def test_study_rejects_unknown_executor(tmp_path) -> None:  # noqa: ANN001
+    from decaylab.study.config import config_from_dict
+    from decaylab.study.run import run_study
+
+    with pytest.raises(ValueError, match="executor"):
+        run_study(config_from_dict(STUDY), tmp_path, executor="dask")
+    with pytest.raises(ValueError, match="ray_address"):
+        run_study(config_from_dict(STUDY), tmp_path, ray_address="auto")

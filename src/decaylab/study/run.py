@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from decaylab.executors import LocalExecutor
+from decaylab.study import distributed
 from decaylab.study.cache import PhaseCache, fingerprint
 from decaylab.study.config import Config, ConfigError
 from decaylab.study.objective import Objective
@@ -105,27 +106,53 @@ class _Runner:
 
 def run_study(config: Config, out: str | Path, *, fresh: bool = False, task: Task | None = None,
               log: Log | None = None, threads: int | None = 1,
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str, int, int], None] | None = None,
+              executor: str = "local", ray_address: str | None = None) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` into ``out``; return the results dict.
 
     Writes ``out/results.json``, ``out/reference.pt`` (a ``state_dict``, loadable with
     ``torch.load(..., weights_only=True)``) and ``out/cache/``. ``threads``: torch's
     intra-op threads during the study (default 1: the study's many small full-batch
     operations run ~100x slower with 2 threads on a busy 2-core machine, and a fixed count
-    keeps reruns bit-identical); ``None`` leaves torch's setting.
+    keeps reruns bit-identical); ``None`` leaves torch's setting. ``executor``: ``"local"``
+    runs the grid points in this process, ``"ray"`` as Ray tasks (on ``ray_address``, or a
+    local Ray instance; docs/scale.md). Under ``torchrun`` only rank 0 writes ``out``
+    (:mod:`decaylab.study.distributed`).
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError("ray_address is only used with executor='ray'")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_study(config, out, fresh=fresh, task=task, log=log, progress=progress)
+        with distributed.rank_output(out) as rank_out:
+            points = _make_executor(executor, Path(rank_out) / "cache" / "points", progress,
+                                    ray_address)
+            try:
+                return _run_study(config, rank_out, fresh=fresh, task=task, log=log,
+                                  executor=points)
+            finally:
+                getattr(points, "close", lambda: None)()
     finally:
         torch.set_num_threads(previous)
 
 
+EXECUTORS = ("local", "ray")
+
+
+def _make_executor(kind: str, cache_dir: Path, progress: Callable[[str, int, int], None] | None,
+                   ray_address: str | None) -> Any:
+    if kind == "ray":
+        from decaylab.executors.ray import RayExecutor
+
+        return RayExecutor(cache_dir, progress=progress, address=ray_address)
+    return LocalExecutor(cache_dir, progress=progress)
+
+
 def _run_study(config: Config, out: str | Path, *, fresh: bool, task: Task | None,
-               log: Log | None,
-               progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+               log: Log | None, executor: Any) -> dict[str, Any]:
     log = log or (lambda message: None)
     start = time.perf_counter()
     task = task if task is not None else get_task(config.task)
@@ -142,7 +169,6 @@ def _run_study(config: Config, out: str | Path, *, fresh: bool, task: Task | Non
     _save_reference(obj, ref["w0"], out / "reference.pt")
     fp["curvature"] = fingerprint(fp["reference"], config.curvature)
     curv = run("curvature", fp["curvature"], lambda: curvature.run(obj, ref, config))
-    executor = LocalExecutor(out / "cache" / "points", progress=progress)
     fp["l2"] = fingerprint(fp["curvature"], config.l2)
     res_l2 = run("l2", fp["l2"], lambda: l2.run(
         obj, ref, curv, config, _Prefixed(executor, fp["l2"])))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from decaylab.study.config import Config
+from decaylab.study.distributed import shard
 from decaylab.study.objective import Objective
 
 __all__ = ["cg", "density_from_eigenvalues", "hessian_operator", "run"]
@@ -25,7 +26,8 @@ __all__ = ["cg", "density_from_eigenvalues", "hessian_operator", "run"]
 def hessian_operator(obj: Objective, w0: torch.Tensor) -> Any:
     from decaylab.curvature import HessianOperator
 
-    return HessianOperator(obj.model_at(w0), obj.task.loss_fn, obj.train, dtype=obj.dtype)
+    # Under torchrun each rank holds a shard; the operator all-reduces over the ranks.
+    return HessianOperator(obj.model_at(w0), obj.task.loss_fn, shard(obj.train), dtype=obj.dtype)
 
 
 def density_from_eigenvalues(eigs: torch.Tensor, n_grid: int = 200) -> dict[str, list[float]]:
@@ -48,7 +50,7 @@ def _negative_count(eigs: torch.Tensor) -> int:
 def _dense(obj: Objective, w0: torch.Tensor) -> dict[str, Any]:
     from decaylab.curvature import dense_hessian
 
-    H = dense_hessian(obj.model_at(w0), obj.task.loss_fn, obj.train, dtype=obj.dtype,
+    H = dense_hessian(obj.model_at(w0), obj.task.loss_fn, shard(obj.train), dtype=obj.dtype,
                       max_params=max(obj.n_params, 1))
     eigs, vecs = torch.linalg.eigh(H)
     eigs, vecs = eigs.flip(0), vecs.flip(1)
