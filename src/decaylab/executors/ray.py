@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RayExecutor", "import_ray", "RAY_MISSING"]
+__all__ = ["RayExecutor", "import_ray", "check_executor_option", "RAY_MISSING"]
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'decaylab[ray]'"
 
@@ -47,6 +47,22 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise ImportError(RAY_MISSING) from exc
     return ray
+
+
+def check_executor_option(executor: str, ray_address: str | None) -> None:
+    """``ValueError`` (the command line's message) for a bad ``--executor``/``--ray-address``.
+
+    Run before any compute: ``--executor ray`` without Ray installed names the extra.
+    """
+    if executor not in ("local", "ray"):
+        raise ValueError(f"--executor must be local or ray, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError("--ray-address is only used with --executor ray")
+    if executor == "ray":
+        try:
+            import_ray()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 def _load(cache_dir: str | None, key: str | None) -> Any:
