@@ -184,3 +184,46 @@ def test_study_rejects_unknown_executor(tmp_path) -> None:  # noqa: ANN001
         run_study(config_from_dict(STUDY), tmp_path, executor="dask")
     with pytest.raises(ValueError, match="ray_address"):
         run_study(config_from_dict(STUDY), tmp_path, ray_address="auto")
+
+
+def test_cli_executor_ray_without_ray_names_the_extra(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from decaylab.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(
+        app, ["run", "--task", STUDY["task"], "--out", str(tmp_path / "s"), "--executor", "ray"]
+    )
+    assert result.exit_code == 2
+    assert "decaylab[ray]" in result.output
+    assert not (tmp_path / "s").exists()  # refused before any compute
+    result = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--executor", "dask"])
+    assert result.exit_code == 2 and "--executor" in result.output
+
+
+def test_cli_run_on_ray_resumes_from_written_points(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from decaylab.cli import app
+
+    config = tmp_path / "study.toml"
+    config.write_text(
+        f'task = "{STUDY["task"]}"\n[l2]\nalphas = [1e-2, 1e-1]\nmax_iter = 300\n'
+        "[l1]\nalphas = [1e-2]\nmax_iter = 300\n[early_stopping]\nmax_steps = 200\n"
+        "[picture]\ngrid = 5\n"
+    )
+    argv = ["run", "--config", str(config), "--out", str(tmp_path / "s"), "--executor", "ray"]
+    first = CliRunner().invoke(app, argv)
+    assert first.exit_code == 0, first.output
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    # An interrupted run loses its phase caches but keeps the grid points written so far.
+    for phase in ("l2", "l1", "early_stopping", "picture"):
+        (tmp_path / "s" / "cache" / f"{phase}.pt").unlink()
+    points = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "cache" / "points").iterdir()}
+    second = CliRunner().invoke(app, argv)
+    assert second.exit_code == 0, second.output
+    again = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "cache" / "points").iterdir()}
+    assert again == points and len(points) == 3  # every point reused, none rewritten
+    rerun = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert without_timings(rerun) == without_timings(results)

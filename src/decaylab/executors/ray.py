@@ -24,6 +24,7 @@ Ray is an optional extra: ``pip install 'decaylab[ray]'``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -171,7 +172,11 @@ class RayExecutor:
         self._remote = self.ray.remote(run_point)
 
     def _start(self, address: str | None, num_cpus: int | None) -> None:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,  # Ray's start-up chatter would break the progress bars
+        }
         if address is None:
             # A local instance's workers see what this driver sees (e.g. a task file's folder).
             paths = [p for p in sys.path if p and os.path.isdir(p)]
