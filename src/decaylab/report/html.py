@@ -175,7 +175,7 @@ def _render(
         lstrip_blocks=True,
     )
     env.filters["num"] = _num
-    template = env.get_template("report.html")
+    template = env.get_template("demo.html")
 
     ev = res.evidence
     d = res.n_features
