@@ -54,12 +54,12 @@ def test_l2_l1_match_their_formulas_and_elastic_net_endpoints():
     assert L2(0.4).penalty(ts).item() == pytest.approx(0.2 * np.sum(flat**2), rel=1e-12)
     assert L1(0.4).penalty(ts).item() == pytest.approx(0.4 * np.sum(np.abs(flat)), rel=1e-12)
     for method in ("penalty", "smooth_penalty"):
-        assert getattr(ElasticNet(0.4, 0.0), method)(ts).item() == getattr(L2(0.4), method)(
-            ts
-        ).item()
-        assert getattr(ElasticNet(0.4, 1.0), method)(ts).item() == getattr(L1(0.4), method)(
-            ts
-        ).item()
+        assert (
+            getattr(ElasticNet(0.4, 0.0), method)(ts).item() == getattr(L2(0.4), method)(ts).item()
+        )
+        assert (
+            getattr(ElasticNet(0.4, 1.0), method)(ts).item() == getattr(L1(0.4), method)(ts).item()
+        )
     assert L1(0.4).smooth_penalty(ts).item() == 0.0
     a, b = _tensors(2), _tensors(2)
     ElasticNet(0.4, 1.0).prox(a, step=0.5)
@@ -211,8 +211,9 @@ def test_proximal_gradient_reaches_sklearn_lasso_and_elastic_net_with_exact_zero
     np.testing.assert_allclose(w, lasso.coef_, atol=1e-8)
     assert np.array_equal(w == 0, lasso.coef_ == 0) and (w == 0).sum() >= 2
 
-    enet = SkElasticNet(alpha=a, l1_ratio=0.6, fit_intercept=False, tol=1e-14,
-                        max_iter=100_000).fit(X, y)
+    enet = SkElasticNet(
+        alpha=a, l1_ratio=0.6, fit_intercept=False, tol=1e-14, max_iter=100_000
+    ).fit(X, y)
     w = _ista(X, y, ElasticNet(a, 0.6), 3000)
     np.testing.assert_allclose(w, enet.coef_, atol=1e-8)
     assert np.array_equal(w == 0, enet.coef_ == 0) and (w == 0).sum() >= 1
@@ -229,8 +230,31 @@ def test_proximal_gradient_reaches_sklearn_lasso_and_elastic_net_with_exact_zero
     ],
 )
 def test_penalty_bad_arguments(ctor, name):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
         ctor()
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: L2("0.1"), "alpha"),
+        (lambda: L1(True), "alpha"),
+        (lambda: ElasticNet(0.1, "0.5"), "l1_ratio"),
+        (lambda: ElasticNet(0.1, float("nan")), "l1_ratio"),
+        (lambda: soft_threshold(torch.ones(2), "0.1"), "threshold"),
+        (lambda: soft_threshold(torch.ones(2), float("nan")), "threshold"),
+        (lambda: L1(0.1).prox([torch.ones(2)], step="0.1"), "step"),
+        (lambda: L1(0.1).prox([torch.ones(2)], step=True), "step"),
+        (lambda: param_groups(nn.Linear(2, 2), "0.1"), "weight_decay"),
+        (lambda: param_groups(nn.Linear(2, 2), float("nan")), "weight_decay"),
+        (lambda: param_groups(nn.Linear(2, 2), 0.1, exclude_bias="no"), "exclude_bias"),
+        (lambda: param_groups(nn.Linear(2, 2), 0.1, exclude_norm=0), "exclude_norm"),
+        (lambda: param_groups(nn.Linear(2, 2), 0.1, exclude_1d=None), "exclude_1d"),
+    ],
+)
+def test_strings_bools_and_nan_are_refused_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        call()
 
 
 def test_penalty_bad_params():
@@ -267,11 +291,16 @@ DECAYED = ["emb.weight", "conv1.weight", "conv2.weight", "norm_proj.weight", "he
 NOT_DECAYED = [
     "temperature",
     "conv1.bias",
-    "bn1.weight", "bn1.bias",
-    "gn.weight", "gn.bias",
-    "bn2.weight", "bn2.bias",
-    "inorm.weight", "inorm.bias",
-    "ln.weight", "ln.bias",
+    "bn1.weight",
+    "bn1.bias",
+    "gn.weight",
+    "gn.bias",
+    "bn2.weight",
+    "bn2.bias",
+    "inorm.weight",
+    "inorm.bias",
+    "ln.weight",
+    "ln.bias",
     "norm_proj.bias",
     "rms.weight",
     "head.bias",
@@ -301,8 +330,15 @@ def test_param_groups_switches_and_patterns():
     decay, keep = param_groups(model, 0.1, exclude_bias=False, exclude_1d=False)
     # biases of conv/linear and the 1-D temperature are now decayed; norm layers still not
     assert decay["names"] == [
-        "temperature", "emb.weight", "conv1.weight", "conv1.bias", "conv2.weight",
-        "norm_proj.weight", "norm_proj.bias", "head.weight", "head.bias",
+        "temperature",
+        "emb.weight",
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "norm_proj.weight",
+        "norm_proj.bias",
+        "head.weight",
+        "head.bias",
     ]
     assert "ln.weight" in keep["names"] and "bn1.bias" in keep["names"]
 
@@ -339,7 +375,8 @@ def test_torch_optimizers_accept_groups_and_round_trip_state(opt_cls):
     model(torch.randn(5, 3)).pow(2).mean().backward()
     opt.step()
     assert [g["names"] for g in opt.param_groups] == [
-        ["0.weight", "2.weight"], ["0.bias", "1.weight", "1.bias", "2.bias"],
+        ["0.weight", "2.weight"],
+        ["0.bias", "1.weight", "1.bias", "2.bias"],
     ]
     buf = io.BytesIO()
     torch.save(opt.state_dict(), buf)
@@ -393,7 +430,8 @@ def test_decay_report():
     # groups without names get positional names; optimizer defaults fill weight_decay
     plain = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1, weight_decay=0.01)
     assert decay_report(plain.param_groups) == [
-        DecayEntry("group0.param0", True, 2), DecayEntry("group0.param1", True, 1),
+        DecayEntry("group0.param0", True, 2),
+        DecayEntry("group0.param1", True, 1),
     ]
     with pytest.raises(ValueError, match="weight_decay"):
         decay_report([{"params": [torch.ones(2)]}])

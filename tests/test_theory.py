@@ -315,8 +315,52 @@ W2 = np.array([1.0, -1.0])
     ],
 )
 def test_bad_input_raises_value_error_naming_argument(call, name):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
         call()
+
+
+# Issue 13 case 6: numpy reads "0.1" as 0.1 and True as 1.0; a number given as text or a flag
+# where a number goes is refused, naming the argument, before any compute.
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: shrink_factors([1.0, 2.0], "0.1"), "alpha"),
+        (lambda: shrink_factors([1.0, 2.0], True), "alpha"),
+        (lambda: shrink_factors([1.0, 2.0], ["0.1", 1.0]), "alpha"),
+        (lambda: shrink_factors(["1", "2"], 0.1), "eigvals"),
+        (lambda: shrink_factors([True, False], 0.1), "eigvals"),
+        (lambda: shrink_factors(torch.tensor([True, False]), 0.1), "eigvals"),
+        (lambda: effective_parameters([1.0, 2.0], "0.1"), "alpha"),
+        (lambda: l2_solution(["1", "1"], 0.1, hessian=H2), "w_star"),
+        (lambda: l2_solution(W2, "0.1", hessian=H2), "alpha"),
+        (lambda: l2_solution(W2, 0.1, hessian=[["2", "0"], ["0", "1"]]), "hessian"),
+        (lambda: l2_solution(W2, 0.1, eigvals=["2", "1"], eigvecs=np.eye(2)), "eigvals"),
+        (lambda: l2_solution(W2, 0.1, eigvals=[2.0, 1.0], eigvecs=np.eye(2) > 0), "eigvecs"),
+        (lambda: l1_solution(W2, ["1", "1"], 0.1), "h_diag"),
+        (lambda: l1_solution(W2, [1.0, 1.0], "0.1"), "alpha"),
+        (lambda: gd_iterate(W2, "0.1", 3, hessian=H2), "lr"),
+        (lambda: gd_iterate(W2, True, 3, hessian=H2), "lr"),
+        (lambda: gd_iterate(W2, 0.1, "3", hessian=H2), "steps"),
+        (lambda: gd_iterate(W2, 0.1, 3, hessian=H2, w0=["0", "0"]), "w0"),
+        (lambda: early_stopping_alpha([1.0], "0.1", 3), "lr"),
+        (lambda: early_stopping_alpha([1.0], 0.1, True), "steps"),
+        (lambda: approx_alpha("0.1", 3), "lr"),
+        (lambda: equivalent_steps("0.1", 0.1), "alpha"),
+        (lambda: equivalent_steps(0.1, "0.1"), "lr"),
+        (lambda: eigh_descending([["1", "0"], ["0", "1"]]), "H"),
+        (lambda: effective_parameters([1.0, 2.0], np.nan), "alpha"),
+        (lambda: l2_solution(W2, [0.1, np.nan], hessian=H2), "alpha"),
+    ],
+)
+def test_strings_bools_and_nan_are_refused_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        call()
+
+
+def test_alpha_inf_is_still_the_shrink_to_zero_limit(no_warnings):
+    # Refusing strings must not refuse the documented alpha = inf limit.
+    assert shrink_factors([3.0, 1.0], np.inf).tolist() == [0.0, 0.0]
+    assert float(equivalent_steps(np.inf, 0.1)) == 0.0
 
 
 def test_symmetry_tolerates_rounding(no_warnings):

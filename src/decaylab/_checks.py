@@ -34,14 +34,46 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def as_float64(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Convert an array-like (numpy, torch, list, scalar) to a finite float64 ndarray."""
+def _numeric_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 ndarray; strings, bytes and bools are refused, not parsed.
+
+    ``np.asarray("0.1", dtype=float)`` would quietly read a string as 0.1 and ``True`` as 1.0;
+    a number given as text or a flag given where a number goes is a caller's mistake.
+    """
     if hasattr(value, "detach"):  # torch.Tensor without importing torch here
+        if str(value.dtype) == "torch.bool" or value.is_complex():
+            raise ValueError(f"{name} must hold real numbers, got a tensor of dtype {value.dtype}")
         value = value.detach().cpu().double().numpy()
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise ValueError(f"{name} must be numeric array-like, got {_show(value)}") from exc
+    if raw.dtype.kind == "O":
+        if any(isinstance(v, (str, bytes, bool, np.bool_)) for v in raw.flat):
+            raise ValueError(f"{name} must hold numbers, not str or bool, got {_show(value)}")
+    elif raw.dtype.kind not in "iuf":
+        raise ValueError(
+            f"{name} must hold real numbers (not str, bool or complex), got {_show(value)}"
+        )
+    try:
+        return np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric array-like, got {_show(value)}") from exc
+
+
+def as_float64(
+    value: Any,
+    name: str,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    allow_inf: bool = False,
+) -> np.ndarray:
+    """Convert an array-like (numpy, torch, list, scalar) to a float64 ndarray without NaN.
+
+    Strings and bools are refused (``ValueError`` naming ``name``), and so is ``inf`` unless
+    ``allow_inf`` (``alpha = inf`` is a meaningful limit, a Hessian entry of ``inf`` is not).
+    """
+    arr = _numeric_array(value, name)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
@@ -49,7 +81,9 @@ def as_float64(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = No
                 f"{name} must have {' or '.join(map(str, allowed))} dimension(s), "
                 f"got shape {arr.shape}"
             )
-    if not np.all(np.isfinite(arr)):
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"{name} must not be NaN, got NaN in {_show(arr)}")
+    if not allow_inf and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got NaN or inf in {_show(arr)}")
     return arr
 

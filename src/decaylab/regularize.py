@@ -1,6 +1,6 @@
 """Explicit penalties (L2, L1, elastic net) and optimizer parameter groups for weight decay.
 
-Conventions (``shared/CONVENTIONS.md``): the training objective is the **mean** loss ``J(w)``
+Conventions (``docs/conventions.md``): the training objective is the **mean** loss ``J(w)``
 plus a penalty,
 
 * L2:          ``J(w) + (α/2) ‖w‖²``
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from decaylab._checks import check_scalar
+from decaylab._checks import check_bool, check_scalar
 
 __all__ = [
     "NORM_LAYERS",
@@ -50,8 +50,13 @@ def _norm_layer_types() -> tuple[type[nn.Module], ...]:
     if norm_base is not None:
         types.append(norm_base)
     types += [
-        nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-        nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.SyncBatchNorm,
+        nn.InstanceNorm1d,
+        nn.InstanceNorm2d,
+        nn.InstanceNorm3d,
     ]
     rms_norm = getattr(nn, "RMSNorm", None)  # torch >= 2.4
     if rms_norm is not None:
@@ -392,6 +397,12 @@ def param_groups(
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     wd = check_scalar(weight_decay, "weight_decay", low=0.0)
+    for flag, flag_name in (
+        (exclude_bias, "exclude_bias"),
+        (exclude_norm, "exclude_norm"),
+        (exclude_1d, "exclude_1d"),
+    ):
+        check_bool(flag, flag_name)
     patterns = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     for pat in patterns:
         if not isinstance(pat, str):
@@ -463,9 +474,7 @@ def decay_report(groups: Iterable[dict[str, Any]]) -> list[DecayEntry]:
         if names is None:
             names = [f"group{i}.param{j}" for j in range(len(params))]
         if len(names) != len(params):
-            raise ValueError(
-                f"groups[{i}] has {len(names)} names for {len(params)} parameters"
-            )
+            raise ValueError(f"groups[{i}] has {len(names)} names for {len(params)} parameters")
         decayed = float(group["weight_decay"]) > 0
         rows.extend(
             DecayEntry(n, decayed, int(p.numel())) for n, p in zip(names, params, strict=True)

@@ -81,14 +81,7 @@ def _as_alpha(value: Any, name: str = "alpha") -> np.ndarray:
     ``alpha = inf`` is the meaningful limit "everything shrunk to zero" (it is
     what :func:`early_stopping_alpha` returns for ``steps=0``), so it is accepted.
     """
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric array-like, got {value!r}") from exc
-    if np.any(np.isnan(arr)):
-        raise ValueError(f"{name} must not be NaN, got {arr!r}")
+    arr = as_float64(value, name, allow_inf=True)
     if np.any(arr < 0):
         bad = arr[arr < 0].ravel()[0]
         raise ValueError(f"{name} must be >= 0, got {bad!r}")
@@ -122,9 +115,7 @@ def _eigh_desc(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vals[::-1].copy(), vecs[:, ::-1].copy()
 
 
-def _spectrum(
-    d: int, hessian: Any, eigvals: Any, eigvecs: Any
-) -> tuple[np.ndarray, np.ndarray]:
+def _spectrum(d: int, hessian: Any, eigvals: Any, eigvecs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Resolve ``hessian`` xor ``(eigvals, eigvecs)`` into a checked eigen-pair."""
     given_pair = eigvals is not None or eigvecs is not None
     if hessian is not None and given_pair:
@@ -152,9 +143,7 @@ def _spectrum(
     # A non-orthonormal Q would make Q f(Lambda) Q^T w* silently wrong.
     err = float(np.max(np.abs(Q.T @ Q - np.eye(d)))) if d else 0.0
     if err > np.sqrt(eps):
-        raise ValueError(
-            f"eigvecs must have orthonormal columns: max |Q^T Q - I| = {err:.3g}"
-        )
+        raise ValueError(f"eigvecs must have orthonormal columns: max |Q^T Q - I| = {err:.3g}")
     return lam, Q
 
 

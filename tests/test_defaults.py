@@ -1,0 +1,232 @@
+"""Documented defaults users rely on, each pinned by what it does (issue 13 case 8).
+
+Every test here fails if the default it names changes (checked with ``tools/mutate.py``): the
+default call is compared with an independent reference (an explicit loop, scikit-learn, a
+closed form) or with the same call given the documented value explicitly *and* with a
+neighbouring value that must behave differently, so the test cannot pass by accident.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import BayesianRidge
+from torch import nn
+
+from decaylab import ConvergenceWarning
+from decaylab.bayes import evidence_ridge
+from decaylab.early_stopping import EarlyStopping
+from decaylab.regularize import param_groups
+
+# --------------------------------------------------------------------------- EarlyStopping
+
+
+def _first_stop(es: EarlyStopping, values: list[float]) -> int | None:
+    for i, v in enumerate(values):
+        if es.update(v):
+            return i
+    return None
+
+
+def _reference_patience_stop(values: list[float], patience: int) -> int | None:
+    """Explicit loop of docs/early_stopping.md: strict improvement, stop at wait >= patience."""
+    best, wait = math.inf, 0
+    for i, v in enumerate(values):
+        if v < best:
+            best, wait = v, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return i
+    return None
+
+
+def test_early_stopping_default_patience_is_five():
+    values = [3.0, 2.0, 1.0] + [1.5] * 10
+    stop = _first_stop(EarlyStopping(), values)
+    assert stop == _reference_patience_stop(values, 5) == 7  # the 5th non-improving check
+    assert _first_stop(EarlyStopping(patience=4), values) == 6  # the test can tell 4 from 5
+
+
+def test_early_stopping_default_mode_is_min_and_min_delta_zero():
+    es = EarlyStopping()
+    es.update(1.0)
+    es.update(1.0 - 1e-12)  # any strict decrease improves: min mode, min_delta = 0
+    assert es.best_step == 1 and es.wait == 0
+    es.update(1.0 - 1e-12)  # an equal value does not
+    assert es.wait == 1
+    es.update(2.0)  # larger is worse in min mode
+    assert es.best == 1.0 - 1e-12 and es.wait == 2
+
+
+def test_early_stopping_default_restores_best_weights():
+    net = nn.Linear(1, 1, bias=False)
+    es = EarlyStopping()
+    for step, loss in enumerate([3.0, 1.0, 2.0]):
+        with torch.no_grad():
+            net.weight.fill_(float(step))
+        es.update(loss, net)
+    assert es.on_train_end(net) is True
+    assert net.weight.item() == 1.0  # the weights of the best check (loss 1.0)
+
+
+def test_early_stopping_default_stops_at_once_on_nan_even_first():
+    es = EarlyStopping()
+    assert es.update(float("nan")) is True
+    assert es.stopped_step == 0 and str(es.reason.value) == "non-finite"
+
+
+def test_early_stopping_default_has_no_warm_up_and_monitors_val_loss():
+    es = EarlyStopping()
+    es.update(5.0)
+    assert es.best == 5.0 and es.best_step == 0  # check 0 already counts (start_from = 0)
+    assert es.monitor == "val_loss"
+
+
+# --------------------------------------------------------------------------- evidence_ridge
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return X, y
+
+
+def test_evidence_ridge_default_tolerance_is_1e_10(diabetes):
+    X, y = diabetes
+    default = evidence_ridge(X, y)
+    explicit = evidence_ridge(X, y, tol=1e-10)
+    looser = evidence_ridge(X, y, tol=1e-6)
+    assert default.n_iter == explicit.n_iter and default.alpha == explicit.alpha
+    assert looser.n_iter < default.n_iter  # the default is distinguishable from 1e-6
+    # Independent: scikit-learn's BayesianRidge, hyperpriors off, run to tol 1e-14.
+    ref = BayesianRidge(
+        alpha_1=0.0, alpha_2=0.0, lambda_1=0.0, lambda_2=0.0, tol=1e-14, max_iter=100_000
+    ).fit(X, y)
+    assert default.prior_precision == pytest.approx(ref.lambda_, rel=1e-8)
+    assert default.noise_precision == pytest.approx(ref.alpha_, rel=1e-8)
+
+
+def test_evidence_ridge_default_max_iter_is_1000():
+    # A slowly converging case (weak signal): 279 fixed-point updates at the default tol.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 6))
+    y = X @ (0.05 * rng.normal(size=6)) + rng.normal(size=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = evidence_ridge(X, y)
+    assert res.converged and 10 < res.n_iter < 1000
+    # An unreachable tolerance runs exactly the default budget, then flags it.
+    with pytest.warns(ConvergenceWarning, match="max_iter=1000"):
+        stalled = evidence_ridge(X, y, tol=1e-300)
+    assert stalled.n_iter == 1000 and not stalled.converged
+
+
+# --------------------------------------------------------------------------- param_groups
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.norm = nn.LayerNorm(4)
+        self.scale = nn.Parameter(torch.ones(4))  # 1-D, neither bias nor norm
+        self.proj = nn.Linear(4, 2, bias=False)
+        self.attn_bias = nn.Parameter(torch.zeros(2, 2))  # 2-D, bias by name only
+
+
+def test_param_groups_default_exclusions():
+    groups = param_groups(_Net(), 0.1)
+    decayed = groups[0]["names"]
+    assert groups[0]["weight_decay"] == 0.1
+    # Each default exclusion (bias names, norm layers, 1-D) is needed to get exactly this set.
+    assert decayed == ["lin.weight", "proj.weight"]
+    assert "attn_bias" in param_groups(_Net(), 0.1, exclude_bias=False)[0]["names"]
+    assert (
+        "norm.weight" in param_groups(_Net(), 0.1, exclude_norm=False, exclude_1d=False)[0]["names"]
+    )
+    assert "scale" in param_groups(_Net(), 0.1, exclude_1d=False)[0]["names"]
+
+
+# --------------------------------------------------------------------------- fit's evaluation
+
+
+def test_fit_records_the_mean_over_all_samples_with_minibatches():
+    """History's losses equal one call of the loss on the whole data (chunks weighted by size)."""
+    from decaylab.training import fit, half_mse
+
+    torch.manual_seed(0)
+    X, Xv = torch.randn(37, 3, dtype=torch.float64), torch.randn(23, 3, dtype=torch.float64)
+    y, yv = X.sum(1, keepdim=True), Xv.sum(1, keepdim=True) + 0.3
+    model = nn.Linear(3, 1).double()
+    hist = fit(
+        model,
+        half_mse,
+        (X, y),
+        val_data=(Xv, yv),
+        batch_size=8,
+        steps=5,
+        lr=0.05,
+        eval_every=5,
+        progress=False,
+    )
+    assert hist.step[-1] == 5
+    with torch.no_grad():  # independent: 0.5 * mean squared error in one call
+        train_ref = float(0.5 * ((model(X) - y) ** 2).mean())
+        val_ref = float(0.5 * ((model(Xv) - yv) ** 2).mean())
+    assert hist.train_loss[-1] == pytest.approx(train_ref, rel=1e-12)
+    assert hist.val_loss[-1] == pytest.approx(val_ref, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- curvature
+
+
+def _spd(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    vals = torch.cat([torch.tensor([10.0, 9.0, 8.5, 8.0]), torch.linspace(7.9, 0.1, n - 4)])
+    return (Q * vals.to(torch.float64)) @ Q.T
+
+
+def test_eigen_default_tol_is_1e_3():
+    from decaylab.curvature.lanczos import eigen
+
+    H = _spd(150, 0)
+    default = eigen(H, k=4)
+    explicit = eigen(H, k=4, tol=1e-3)
+    looser = eigen(H, k=4, tol=1e-2)
+    assert default.n_matvecs == explicit.n_matvecs
+    assert looser.n_matvecs < default.n_matvecs  # the test can tell 1e-2 from 1e-3
+    ref = np.linalg.eigvalsh(H.numpy())[::-1][:4]
+    # Certified at 1e-3: residual r bounds the eigenvalue error by r (Weyl/Bauer-Fike).
+    assert np.all(np.asarray(default.residuals) <= 1e-3 * ref[0] * 1.0001)
+    assert np.allclose(np.asarray(default.eigenvalues), ref, atol=1e-3 * ref[0])
+
+
+def test_diagonal_standard_error_uses_the_bessel_correction():
+    """std_error = sample std (ddof = 1) / sqrt(m), derived from the estimate itself.
+
+    For H = [[a, b], [b, c]] each Bekas term of entry 0 is a + b s_i with s_i = g_0 g_1 = ±1, so
+    the estimate gives mean(s) = (est_0 - a) / b and the ddof=1 standard error is
+    |b| sqrt((1 - mean(s)^2) / (m - 1)), against |b| sqrt((1 - mean(s)^2) / m) without it.
+    """
+    from decaylab.curvature.stochastic import diagonal
+
+    a, b, c = 2.0, 0.5, 1.0
+    H = torch.tensor([[a, b], [b, c]], dtype=torch.float64)
+    for seed in range(3):
+        m = 10
+        res = diagonal(H, n_matvecs=m, method="bekas", seed=seed)
+        s_bar = (float(res.estimate[0]) - a) / b
+        if abs(s_bar) == 1.0:
+            continue  # all probes alike: both formulas give 0
+        bessel = abs(b) * math.sqrt((1 - s_bar**2) / (m - 1))
+        assert float(res.std_error[0]) == pytest.approx(bessel, rel=1e-10)
+        break
+    else:
+        pytest.fail("every seed drew identical probes")
