@@ -56,7 +56,7 @@ def _l2(rng, eig: np.ndarray, k: int, trust: str) -> dict[str, Any]:
         "alphas": alphas,
         "relative_error": rel,
         "relative_error_scratch": 8 * rel + 0.3,
-        "retrain_error": 1e-4 * disp,
+        "retrain_error": np.geomspace(1e-5, 1e-3, alphas.size),  # relative to disp
         "displacement_norm": disp,
         "val_loss_predicted": val_meas + 0.3 * rel**2,
         "val_loss_measured": val_meas,

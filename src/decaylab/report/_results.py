@@ -130,6 +130,8 @@ def read_results(results: Any) -> Study:
             sections[name] = None
             continue
         sections[name] = _READERS[name](raw, notes)
+    if sections.get("l2") is not None:
+        sections["l2"]["trust_tolerance"] = _trust_threshold(results)
     _check_consistency(sections, notes)
     return Study(raw=results, task=task, sections=sections, notes=notes)
 
@@ -256,7 +258,7 @@ def _read_l2(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
     )
     out["shrink_predicted"], out["shrink_measured"] = pred, meas
     out["trust_region_alpha_max"] = _scalar(raw, "trust_region_alpha_max", where)
-    out["trust_tolerance"] = _scalar(raw, "trust_tolerance", where) or TRUST_TOLERANCE
+    out["trust_tolerance"] = TRUST_TOLERANCE
     return out
 
 
@@ -330,6 +332,18 @@ _READERS = {
     "early_stopping": _read_early_stopping,
     "picture": _read_picture,
 }
+
+
+def _trust_threshold(results: Mapping[str, Any]) -> float:
+    """The study's trust rule: ``config.l2.trust_threshold`` (default 10 %)."""
+    config = _object(results, "config") or {}
+    l2 = _object(config, "l2", "results.config") or {}
+    value = _scalar(l2, "trust_threshold", "results.config.l2")
+    if value is None:
+        return TRUST_TOLERANCE
+    if not 0 < value:
+        raise ValueError(f"results.config.l2.trust_threshold must be positive, got {value}")
+    return value
 
 
 def _check_grid(alphas: np.ndarray, where: str) -> None:

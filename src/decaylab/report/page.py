@@ -302,7 +302,7 @@ def _l2_table(study: Study) -> dict[str, Any] | None:
         ("val_loss_measured", "val. loss measured"),
         ("val_loss_scratch", "val. loss scratch"),
         ("displacement_norm", "‖w_meas − w₀‖"),
-        ("retrain_error", "retraining error"),
+        ("retrain_error", "retraining error / displacement"),
     ]
     columns = [(k, label) for k, label in columns if l2.get(k) is not None]
     top = l2["trust_region_alpha_max"]

@@ -239,11 +239,14 @@ def _draw_density(ax: Axes, density: dict[str, np.ndarray], alphas: np.ndarray) 
     ax.plot(grid[keep], values[keep], color="#1f5fa8", lw=1.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if keep.any():  # the smoothed density dips by tens of decades between peaks: not of interest
+        top = float(values[keep].max())
+        ax.set_ylim(top * 1e-8, top * 3)
     for a, color in zip(alphas, _alpha_colors(alphas), strict=True):
         ax.axvline(a, color=color, lw=1.0)
     ax.set_xlabel("eigenvalue λ (log scale)")
     ax.set_ylabel("spectral density (SLQ estimate)")
-    ax.set_title("Density of the whole spectrum, α grid as vertical lines", fontsize=9.5)
+    ax.set_title("Spectral density, α grid as lines", fontsize=9.5)
     if (grid <= 0).any():
         ax.text(
             0.02,
@@ -262,15 +265,24 @@ def _spectrum_caption(study: Study, eig: np.ndarray, alphas: np.ndarray) -> str:
     how = (
         "all of them, by a dense eigendecomposition"
         if dense
-        else f"the top {eig.size} of {fmt(n_params)} by certified Lanczos; the right panel is "
-        "the density of the whole spectrum (stochastic Lanczos quadrature)"
+        else f"the top {eig.size} of {fmt(n_params)} by certified Lanczos"
     )
     text = (
         f"Eigenvalues λᵢ of the Hessian H of the mean training loss at w₀, descending "
-        f"({how}). Each horizontal line is one α of the L2 grid: weight decay keeps the "
-        "directions well above its line (λ ≫ α, shrink factor λ/(λ+α) near 1) and removes "
-        "those well below (λ ≪ α). "
+        f"({how}), on a symmetric log scale. Each horizontal line is one α of the L2 grid: "
+        "weight decay keeps the directions well above its line (λ ≫ α, shrink factor "
+        "λ/(λ+α) near 1) and removes those well below (λ ≪ α). "
     )
+    if curv.get("density") is not None:
+        text += (
+            "Right: the smoothed density of the whole spectrum (stochastic Lanczos quadrature). "
+        )
+    alpha0 = (study.get("reference") or {}).get("alpha0")
+    if alpha0:
+        text += (
+            f"The reference already carries the base penalty α₀ = {fmt(alpha0)}, so relative to "
+            "w₀ a grid α shrinks by about (λ+α₀)/(λ+α). "
+        )
     if alphas.size:
         lo, hi = float(alphas.min()), float(alphas.max())
         bound = "" if dense else " at least"
@@ -313,22 +325,16 @@ def shrink(study: Study) -> Plot | None:
         return None
     pred, meas, alphas = l2["shrink_predicted"], l2["shrink_measured"], l2["alphas"]
     k = pred.shape[1]
-    lam = _top_eigenvalues(study, k)
-    x = lam if lam is not None and np.all(lam > 0) else np.arange(1, k + 1)
-    fig = Figure(figsize=(10.5, 4.4))
+    fig = Figure(figsize=(10.5, 4.6))
     ax_l, ax_r = fig.subplots(1, 2, width_ratios=[3, 2])
+    x = _direction_axis(ax_l, _top_eigenvalues(study, k), k)
     colors = _alpha_colors(alphas)
     for i, color in enumerate(colors):
         ax_l.plot(x, pred[i], color=color, ls="--", lw=1.2)
         _clipped_markers(ax_l, x, meas[i], color, "s", 22)
         _clipped_markers(ax_r, pred[i], meas[i], color, "o", 16)
     clipped = int(np.sum((meas < _SHRINK_WINDOW[0]) | (meas > _SHRINK_WINDOW[1])))
-    if lam is not None and x is lam:
-        ax_l.set_xscale("log")
-        ax_l.set_xlabel("eigenvalue λᵢ of the top direction qᵢ (log scale)")
-    else:
-        ax_l.set_xlabel("index i of the top direction qᵢ")
-    ax_l.plot([], [], color="0.3", ls="--", label="predicted λ/(λ+α)")
+    ax_l.plot([], [], color="0.3", ls="--", label="predicted (quadratic model)")
     ax_l.plot([], [], color="0.3", ls="none", marker="s", label="measured (retrained)")
     if clipped:
         ax_l.plot([], [], color="0.3", ls="none", marker="^", label="measured, off the scale")
@@ -366,6 +372,21 @@ def _clipped_markers(
             )
 
 
+def _direction_axis(ax: Axes, lam: np.ndarray | None, k: int) -> np.ndarray:
+    """x positions 1..k for the top directions, each tick labelled with its λᵢ."""
+    x = np.arange(1, k + 1, dtype=float)
+    ax.set_xticks(x)
+    if lam is not None:
+        ax.set_xticklabels(
+            [f"{i}\n{fmt(v)}" for i, v in zip(range(1, k + 1), lam, strict=True)], fontsize=7.5
+        )
+        ax.set_xlabel("top direction qᵢ: index i and eigenvalue λᵢ")
+    else:
+        ax.set_xlabel("top direction qᵢ: index i")
+    ax.set_xlim(0.5, k + 0.5)
+    return x
+
+
 def _top_eigenvalues(study: Study, k: int) -> np.ndarray | None:
     for sec, key in (("reference", "hessian_top_eigenvalues"), ("curvature", "eigenvalues")):
         block = study.get(sec)
@@ -401,10 +422,11 @@ def _shrink_caption(l2: dict[str, Any], k: int, clipped: int) -> tuple[bool, str
     last_ok, first_bad = _first_failure(l2["alphas"], dev <= ABS_TOLERANCE)
     worst = int(np.nanargmax(dev))
     text = (
-        f"Along each of the top {k} eigenvectors qᵢ of H, the factor by which weight decay "
-        "shrinks the weights: dashed lines the quadratic prediction λᵢ/(λᵢ+α), squares the "
-        "retrained model, one colour per α (left); the same pairs against each other "
-        "(right), where the theory holds on the diagonal. "
+        f"Along each of the top {k} eigenvectors qᵢ of H, the factor qᵢᵀw̃ / qᵢᵀw₀ by which "
+        "weight decay shrinks the weights: dashed lines the quadratic model's prediction "
+        "(λᵢ/(λᵢ+α) when every weight is decayed and α₀ = 0), squares the retrained model, one "
+        "colour per α (left); the same pairs against each other (right), where the theory "
+        "holds on the diagonal. "
     )
     text += _holds_words(
         f"The prediction (within ±{ABS_TOLERANCE:g})",
@@ -465,18 +487,11 @@ def relative_error(study: Study) -> Plot | None:
     ax.axhline(tol, color="#d62728", lw=1.0, ls="--", label=f"{100 * tol:g} % (trust rule)")
     ax.set_yscale("log")
     ax.set_ylabel("relative error of the prediction")
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    title = "Where the quadratic prediction of the L2 optimum holds"
     if l2["trust_region_alpha_max"] is None:
-        ax.text(
-            0.98,
-            0.04,
-            "no trust region: the error exceeds the rule at the smallest α",
-            transform=ax.transAxes,
-            ha="right",
-            fontsize=8.5,
-            color="#d62728",
-        )
-    ax.set_title("Where the quadratic prediction of the L2 optimum holds", fontsize=10)
+        title += "\n(nowhere on this grid: no trust region)"
+    ax.set_title(title, fontsize=10)
     holds = l2["trust_region_alpha_max"] is not None and bool(np.all(l2["relative_error"] <= tol))
     return Plot(
         "relative_error",
@@ -488,10 +503,11 @@ def relative_error(study: Study) -> Plot | None:
 
 
 def _retrain_ratio(l2: dict[str, Any]) -> np.ndarray | None:
-    if l2.get("retrain_error") is None or l2.get("displacement_norm") is None:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return l2["retrain_error"] / l2["displacement_norm"]
+    """The retraining error as a fraction of the displacement ‖w_meas − w₀‖.
+
+    results.json states it that way already (docs/study.md: ``retrain_error`` is relative).
+    """
+    return l2.get("retrain_error")
 
 
 def trust_words(l2: dict[str, Any]) -> str:
@@ -528,9 +544,15 @@ def _pct(x: float) -> str:
 def _relative_error_caption(l2: dict[str, Any], retrain: np.ndarray | None) -> str:
     text = (
         "Relative distance between the predicted optimum w̃(α) of the quadratic model at w₀ "
-        "and the optimum measured by retraining from w₀ (blue squares), against α; the "
-        "shaded band is the trust region: the α up to which the error stays below the "
-        "dashed line at every grid point. " + trust_words(l2)
+        "and the optimum measured by retraining from w₀ (blue squares), against α. The "
+        "trust region is the α up to which the error stays below the dashed line at every "
+        "grid point"
+        + (
+            ": the shaded band. "
+            if l2["trust_region_alpha_max"] is not None
+            else "; there is none here, so nothing is shaded. "
+        )
+        + trust_words(l2)
     )
     scratch = l2.get("relative_error_scratch")
     if scratch is not None and np.isfinite(scratch).any():
@@ -614,13 +636,26 @@ def validation_loss(study: Study) -> Plot | None:
         shade_trust_region(ax, l2)
         if ref.get(key) is not None:
             ax.axhline(ref[key], color="0.4", lw=0.8, ls="--", label="reference w₀")
+        log = _log_if_wide(ax)
         ax.legend(fontsize=8)
-    ax_v.set_ylabel("validation loss")
-    ax_t.set_ylabel("training loss J")
+        ax.set_ylabel(("validation loss" if ax is ax_v else "training loss J") + log)
     ax_v.set_title("Validation loss", fontsize=10)
     ax_t.set_title("Training loss", fontsize=10)
     holds, caption = _validation_caption(l2)
     return Plot("validation_loss", "Validation loss against α", caption, _finish(fig), holds)
+
+
+def _log_if_wide(ax: Axes) -> str:
+    """Log y-scale when the plotted positive values span more than a factor 5 (else the
+    measured curves flatten under a diverging prediction); returns a label suffix."""
+    values = np.concatenate(
+        [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines] or [np.array([])]
+    )
+    values = values[np.isfinite(values)]
+    if values.size and values.min() > 0 and values.max() / values.min() > 5:
+        ax.set_yscale("log")
+        return " (log scale)"
+    return ""
 
 
 def _validation_caption(l2: dict[str, Any]) -> tuple[bool | None, str]:
@@ -628,7 +663,8 @@ def _validation_caption(l2: dict[str, Any]) -> tuple[bool | None, str]:
     text = (
         "Validation loss (left) and training loss (right) of the weights the quadratic "
         "model predicts (red, dashed), of the model retrained from w₀ (blue) and from "
-        "scratch (orange) against α; shaded: the trust region. "
+        "scratch (orange) against α"
+        + ("; shaded: the trust region. " if l2["trust_region_alpha_max"] is not None else ". ")
     )
     if not np.isfinite(meas).any():
         return None, text + "No measured validation loss is available."
@@ -830,12 +866,12 @@ def _draw_alpha_per_direction(ax: Axes, study: Study, es: dict[str, Any]) -> Non
     if per is None:
         ax.text(0.5, 0.5, "no per-direction α in results.json", ha="center", transform=ax.transAxes)
         return
-    lam = _top_eigenvalues(study, per.size)
-    x = lam if lam is not None and np.all(lam > 0) else np.arange(1, per.size + 1)
+    x = _direction_axis(ax, _top_eigenvalues(study, per.size), per.size)
     alpha = es["equivalent_alpha"]
     floor = CONVERGED_RATIO * alpha
     shown = np.isfinite(per) & (per > floor)
-    ax.plot(x[shown], per[shown], "o", color="#9467bd", label="exact αᵢ")
+    if shown.any():
+        ax.plot(x[shown], per[shown], "o", color="#9467bd", label="exact αᵢ")
     if (~shown).any():
         ax.plot(
             x[~shown],
@@ -851,11 +887,6 @@ def _draw_alpha_per_direction(ax: Axes, study: Study, es: dict[str, Any]) -> Non
     ax.set_yscale("log")
     top = max(float(np.nanmax(per[shown])) if shown.any() else alpha, alpha) * 5
     ax.set_ylim(floor / 5, top)
-    if x is lam:
-        ax.set_xscale("log")
-        ax.set_xlabel("eigenvalue λᵢ (log scale)")
-    else:
-        ax.set_xlabel("index i of the top direction")
     ax.set_ylabel("equivalent α")
     ax.legend(fontsize=7.5)
     ax.grid(True, color="0.92", lw=0.6)
@@ -973,7 +1004,9 @@ def picture(study: Study) -> Plot | None:
     if pic is None:
         return None
     a, b, J = pic["a"], pic["b"], pic["J"]
-    fig = Figure(figsize=(8.0, 6.4))
+    ratio = (b.max() - b.min()) / max(a.max() - a.min(), 1e-300)
+    to_scale = 0.5 <= ratio <= 2  # equal axes unless that would leave the page mostly empty
+    fig = Figure(figsize=(8.0, 2.4 + 5.0 * min(max(ratio, 0.5), 1.0) if to_scale else 5.6))
     ax = fig.add_subplot()
     excess = J - np.nanmin(J)
     positive = excess[excess > 0]
@@ -1002,15 +1035,18 @@ def picture(study: Study) -> Plot | None:
     ax.scatter(w0[0], w0[1], marker="*", s=200, color="black", zorder=4, label="w₀ (reference)")
     ax.set_xlim(a.min(), a.max())
     ax.set_ylim(b.min(), b.max())
-    span = (a.max() - a.min()) / max(b.max() - b.min(), 1e-300)
-    if 0.2 < span < 5:
+    if to_scale:
         ax.set_aspect("equal", adjustable="box")
     lam = _top_eigenvalues(study, 2)
     names = [f"q{s}" + ("" if lam is None else f" (λ = {fmt(lam[i])})") for i, s in enumerate("₁₂")]
     ax.set_xlabel(f"coordinate along {names[0]}, relative to w₀")
     ax.set_ylabel(f"coordinate along {names[1]}, relative to w₀")
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
-    ax.set_title("Weight decay in the plane of the two top eigenvectors", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    ax.set_title(
+        "Weight decay in the plane of the two top eigenvectors"
+        + ("" if to_scale else " (axes not to the same scale)"),
+        fontsize=10,
+    )
     holds, caption = _picture_caption(study, pic)
     return Plot("picture", "The weight-decay picture", caption, _finish(fig), holds)
 
@@ -1022,8 +1058,15 @@ def _draw_picture_points(fig: Figure, ax: Axes, pic: dict[str, Any]) -> None:
     n = pred.shape[0]
     alphas = alphas if alphas is not None and alphas.size == n else np.arange(1.0, n + 1)
     colors = _alpha_colors(alphas)
-    ax.plot(pred[:, 0], pred[:, 1], color="#d62728", lw=0.8, ls="--", zorder=3)
-    ax.plot(meas[:, 0], meas[:, 1], color="0.2", lw=0.8, zorder=3)
+    ax.plot(
+        pred[:, 0],
+        pred[:, 1],
+        color="#d62728",
+        lw=0.8,
+        ls="--",
+        zorder=3,
+        label="predicted path as α grows",
+    )
     for i in range(n):
         ax.plot([pred[i, 0], meas[i, 0]], [pred[i, 1], meas[i, 1]], color=colors[i], lw=0.7)
     ax.scatter(
