@@ -68,6 +68,8 @@ def _l2(rng, eig: np.ndarray, k: int, trust: str) -> dict[str, Any]:
         "shrink_measured": meas,
         "trust_region_alpha_max": _trust(alphas.tolist(), rel.tolist()),
         "trust_note": "largest grid α with relative error ≤ 10 % there and at every smaller α",
+        "retrain_converged": [True] * alphas.size,  # extra keys the study writes too
+        "prediction_valid": [True] * alphas.size,
     }
 
 
@@ -177,7 +179,11 @@ def make_results(
             "n_val": 540,
             "loss": "cross_entropy",
         },
-        "config": {"task": "digits-mlp", "seed": 0, "l2": {"alphas": l2["alphas"]}},
+        "config": {
+            "task": "digits-mlp",
+            "seed": 0,
+            "l2": {"alphas": l2["alphas"], "trust_threshold": TOLERANCE},
+        },
         "reference": {
             "train_loss": 0.0123,
             "val_loss": 0.1021,

@@ -286,3 +286,18 @@ def test_load_results_reads_a_directory_and_reports_bad_files(tmp_path):
     (tmp_path / "bad.json").write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_results(tmp_path / "bad.json")
+
+
+def test_trust_rule_follows_the_studys_configured_threshold():
+    results = make_results()
+    results["config"]["l2"]["trust_threshold"] = 0.3
+    l2 = results["l2"]
+    expected = _trust_by_loop(l2["alphas"], l2["relative_error"], tol=0.3)
+    results["l2"]["trust_region_alpha_max"] = expected
+    study = read_results(results)
+    assert not any("trust_region_alpha_max" in n for n in study.notes)  # agrees at 30 %
+    assert f"holds (relative error ≤ 30 %) for α ≤ {fmt(expected)}" in P.trust_words(
+        study.get("l2")
+    )
+    with pytest.raises(ValueError, match="results.config.l2.trust_threshold must be positive"):
+        read_results(modified(results, config__l2={"trust_threshold": -1}))

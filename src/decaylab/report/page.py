@@ -230,7 +230,11 @@ def _summary(study: Study, plots: list[Plot]) -> dict[str, Any]:
         state = "" if converged is None else f", converged: {'yes' if converged else 'NO'}"
         losses = f"training loss {fmt(ref['train_loss'])}, validation loss {fmt(ref['val_loss'])}"
         facts.append(("reference w₀", f"{losses}, gradient norm {fmt(ref['grad_norm'])}{state}"))
-    verdicts = {True: ("held", "good"), False: ("did NOT hold", "bad"), None: ("—", "na")}
+    verdicts = {
+        True: ("held", "good"),
+        False: ("did NOT hold, at least in part", "bad"),
+        None: ("—", "na"),
+    }
     checks = [
         {
             "number": i,
