@@ -301,3 +301,15 @@ def test_trust_rule_follows_the_studys_configured_threshold():
     )
     with pytest.raises(ValueError, match="results.config.l2.trust_threshold must be positive"):
         read_results(modified(results, config__l2={"trust_threshold": -1}))
+
+
+def test_caption_tells_a_resolved_gap_from_an_uncertain_measurement():
+    results = make_results()
+    l2 = results["l2"]
+    retrain = [1e-6] * len(l2["alphas"])
+    retrain[0] = 0.05  # gap 0.02 + retraining error 0.05 ≤ 10 %: as close as one can tell
+    retrain[-1] = 0.9  # gap 1.26, retraining error 0.9: the measurement is uncertain
+    caption = P.relative_error(read_results(modified(results, l2__retrain_error=retrain))).caption
+    first, last = fmt(l2["alphas"][0]), fmt(l2["alphas"][-1])
+    assert f"At α = {first} the measured gap is at the level of the retraining error" in caption
+    assert f"At α = {last} the retraining error is more than a tenth" in caption
