@@ -130,8 +130,9 @@ def read_results(results: Any) -> Study:
             sections[name] = None
             continue
         sections[name] = _READERS[name](raw, notes)
-    if sections.get("l2") is not None:
-        sections["l2"]["trust_tolerance"] = _trust_threshold(results)
+    l2 = sections.get("l2")
+    if l2 is not None:
+        l2["trust_tolerance"] = _trust_threshold(results)
     _check_consistency(sections, notes)
     return Study(raw=results, task=task, sections=sections, notes=notes)
 
