@@ -203,17 +203,6 @@ def _draw_scree(ax: Axes, eig: np.ndarray, alphas: np.ndarray) -> None:
             )
     for a, color in zip(alphas, _alpha_colors(alphas), strict=True):
         ax.axhline(a, color=color, lw=1.0, zorder=2)
-        ax.text(
-            0.995,
-            a,
-            f"α = {fmt(a)}",
-            color=color,
-            fontsize=7,
-            ha="right",
-            va="bottom",
-            transform=ax.get_yaxis_transform(),
-            zorder=4,
-        )
     ax.axhline(0, color="black", lw=0.6)
     ax.set_yscale("symlog", linthresh=floor, linscale=0.6)
     top = float(eig.max()) * 3 if eig.size and eig.max() > 0 else 1.0
@@ -227,6 +216,14 @@ def _draw_scree(ax: Axes, eig: np.ndarray, alphas: np.ndarray) -> None:
     ax.set_ylabel(f"eigenvalue λᵢ (symmetric log; linear for |λ| < {fmt(floor)})")
     ax.legend(fontsize=7.5, loc="lower left", framealpha=0.9)
     ax.grid(True, which="major", color="0.92", lw=0.6)
+    if alphas.size:  # the α of each line as a tick on the right, off the data
+        right = ax.twinx()
+        right.set_yscale("symlog", linthresh=floor, linscale=0.6)
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(alphas, [f"α = {fmt(a)}" for a in alphas], fontsize=7)
+        right.minorticks_off()
+        for label, color in zip(right.get_yticklabels(), _alpha_colors(alphas), strict=True):
+            label.set_color(color)
     ax.set_title(
         "Directions above an α line are kept by weight decay at that α, those below removed",
         fontsize=9.5,
@@ -306,7 +303,12 @@ def _spectrum_caption(study: Study, eig: np.ndarray, alphas: np.ndarray) -> str:
             "[0, 1], so the theory does NOT hold along those directions."
         )
     else:
-        text += "No eigenvalue is negative: w₀ is a minimum of the quadratic model."
+        text += (
+            "No eigenvalue is negative: w₀ is a minimum of the quadratic model."
+            if dense
+            else "No negative eigenvalue is among those computed; only the top ones were, so "
+            "negative curvature further down the spectrum is not ruled out."
+        )
     return text
 
 
