@@ -206,7 +206,6 @@ def _context(
             "early_stopping": _early_stopping_rows(study),
         },
         "trust": trust_words(study.get("l2") or {}) if study.get("l2") else None,
-        "trust_note": (study.get("l2") or {}).get("trust_note"),
         "warnings": [str(w) for w in raw.get("warnings") or []],
         "notes": [str(n) for n in raw.get("notes") or []],
         "report_notes": study.notes + drawing_notes,
