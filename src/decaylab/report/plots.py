@@ -222,8 +222,8 @@ def _draw_scree(ax: Axes, eig: np.ndarray, alphas: np.ndarray) -> None:
         right.set_ylim(ax.get_ylim())
         right.set_yticks(alphas, [f"α = {fmt(a)}" for a in alphas], fontsize=7)
         right.minorticks_off()
-        for label, color in zip(right.get_yticklabels(), _alpha_colors(alphas), strict=True):
-            label.set_color(color)
+        for tick, color in zip(right.get_yticklabels(), _alpha_colors(alphas), strict=True):
+            tick.set_color(color)
     ax.set_title(
         "Directions above an α line are kept by weight decay at that α, those below removed",
         fontsize=9.5,
