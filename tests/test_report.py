@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +314,22 @@ def test_caption_tells_a_resolved_gap_from_an_uncertain_measurement():
     first, last = fmt(l2["alphas"][0]), fmt(l2["alphas"][-1])
     assert f"At α = {first} the measured gap is at the level of the retraining error" in caption
     assert f"At α = {last} the retraining error is more than a tenth" in caption
+
+
+def test_a_real_study_output_reads_and_draws():
+    """results.json of `decaylab run --task diabetes` (branch study at 625f7e3, seed 0).
+
+    The linear task, where the quadratic theory is exact: the L2 checks must hold, and every
+    figure is drawn from the study's real keys (extra keys ignored, nulls as gaps).
+    """
+    path = Path(__file__).parent / "data" / "report_diabetes_results.json"
+    results = load_results(path)
+    study = read_results(results)
+    plots = {p.key: p for p in P.make_plots(study)}
+    assert sorted(plots) == sorted(FIGURE_FILES)
+    l2 = results["l2"]
+    assert _trust_by_loop(l2["alphas"], l2["relative_error"]) == max(l2["alphas"])
+    assert plots["relative_error"].holds and plots["shrink"].holds
+    assert f"for α ≤ {fmt(max(l2['alphas']))}, 5 of the 5 grid values" in (
+        plots["relative_error"].caption
+    )
