@@ -750,7 +750,7 @@ def l1_zeros(study: Study) -> Plot | None:
         label=f"≥ {1 - ABS_TOLERANCE:g}",
     )
     ax_p.set_ylim(-0.02, 1.02)
-    ax_p.set_ylabel("of the predicted zero set")
+    ax_p.set_ylabel("precision, recall of the predicted zeros")
     for ax in (ax_n, ax_p):
         _alpha_axis(ax, alphas)
         ax.set_xlabel("α (L1 strength, log scale)")
