@@ -227,3 +227,21 @@ def test_cli_run_on_ray_resumes_from_written_points(tmp_path) -> None:  # noqa: 
     assert again == points and len(points) == 3  # every point reused, none rewritten
     rerun = json.loads((tmp_path / "s" / "results.json").read_text())
     assert without_timings(rerun) == without_timings(results)
+
+
+def test_readme_cluster_commands_use_existing_options() -> None:
+    """Each option of README's "Running on a cluster" commands is one `decaylab run` has."""
+    from typer.testing import CliRunner
+
+    from decaylab.cli import app
+
+    readme = (HERE.parent / "README.md").read_text()
+    block = readme.split("## Running on a cluster", 1)[1].split("```console\n", 1)[1]
+    block = block.split("```", 1)[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if "decaylab run" in line]
+    assert len(commands) == 3
+    help_text = CliRunner().invoke(app, ["run", "--help"], terminal_width=200).output
+    for words in commands:
+        for word in words:
+            if word.startswith("--") and not word.startswith("--nproc"):
+                assert word in help_text, word
