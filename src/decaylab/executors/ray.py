@@ -161,7 +161,8 @@ class RayExecutor:
             raise ValueError(f"address must be a non-empty string, got {address!r}")
         self.threads = threads
         self.ray = import_ray()
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        # Absolute: a worker's working directory is not the driver's.
+        self.cache_dir = Path(cache_dir).resolve() if cache_dir is not None else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
