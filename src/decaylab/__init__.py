@@ -36,7 +36,7 @@ _LAZY = {
     "evidence_ridge": "decaylab.bayes",
 }
 _SUBMODULES = ("theory", "bayes", "curvature", "regularize", "early_stopping", "training",
-               "tasks", "demo", "report", "checkpoint")
+               "tasks", "study", "report", "checkpoint")
 
 __all__ = ["ConvergenceWarning", "TheoryWarning", "__version__", *_LAZY, *_SUBMODULES]
 
