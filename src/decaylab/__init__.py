@@ -38,7 +38,7 @@ _LAZY = {
     "Advice": "decaylab.advise",
 }
 _SUBMODULES = ("theory", "bayes", "curvature", "regularize", "early_stopping", "training",
-               "tasks", "demo", "report", "checkpoint", "advise")
+               "tasks", "study", "report", "checkpoint", "advise")
 
 __all__ = ["ConvergenceWarning", "TheoryWarning", "__version__", *_LAZY, *_SUBMODULES]
 

@@ -59,6 +59,22 @@ FreshOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only errors and the summary's file paths.")
 ]
+ExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="What runs the L2/L1 grid points: `local` (this process) or `ray` (one Ray task "
+        "per point; needs decaylab[ray]; docs/scale.md).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join with --executor ray (`auto`, HOST:6379, ray://HOST:10001); "
+        "default: a private local Ray instance.",
+    ),
+]
 SeedOption = Annotated[
     int | None,
     typer.Option("--seed", help="Seed of the model's initialization (overrides the config)."),
@@ -100,9 +116,23 @@ def run(
     fresh: FreshOption = False,
     seed: SeedOption = None,
     quiet: QuietOption = False,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
-    """Run the study: predict L2, L1 and early stopping from the Hessian, retrain, compare."""
-    _study(config, {"task": task, "seed": seed}, out=out, fresh=fresh, quiet=quiet)
+    """Run the study: predict L2, L1 and early stopping from the Hessian, retrain, compare.
+
+    Under `torchrun --nproc_per_node=N -m decaylab run ...` the curvature is computed on the
+    training data sharded over the N ranks, and rank 0 writes DIR (docs/scale.md).
+    """
+    _study(
+        config,
+        {"task": task, "seed": seed},
+        out=out,
+        fresh=fresh,
+        quiet=quiet,
+        executor=executor,
+        ray_address=ray_address,
+    )
 
 
 @app.command()
@@ -149,14 +179,25 @@ def _render(results: dict[str, Any], out: Path) -> Path | None:
 
 
 def _study(
-    config_path: Path | None, overrides: dict[str, Any], *, out: Path, fresh: bool, quiet: bool
+    config_path: Path | None,
+    overrides: dict[str, Any],
+    *,
+    out: Path,
+    fresh: bool,
+    quiet: bool,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> None:
+    from decaylab.executors.ray import check_executor_option
+    from decaylab.study import distributed
     from decaylab.study.config import load_config
     from decaylab.study.run import check_against_task
     from decaylab.tasks import get_task
 
     start = time.perf_counter()
+    distributed.init_from_env()  # a no-op unless started by torchrun with several ranks
     try:  # every check before any compute
+        check_executor_option(executor, ray_address)
         cfg = load_config(config_path, overrides)
         task_obj = get_task(cfg.task)
         check_against_task(cfg, task_obj)
@@ -166,10 +207,16 @@ def _study(
     except ValueError as exc:
         _fail(str(exc))
     console = Console(quiet=quiet)
-    results = _run_with_progress(cfg, task_obj, out, fresh, console)
+    results = _run_with_progress(cfg, task_obj, out, fresh, console, executor, ray_address)
+    ranks = distributed.rank_summary(results["task"]["n_train"], results["timings"])
+    if distributed.rank() != 0:  # rank 0 renders and prints
+        distributed.finish()
+        return
     html = _render(results, out)
     elapsed = time.perf_counter() - start
     console.print(_summary_table(results, elapsed))
+    if distributed.is_distributed():
+        console.print(distributed.format_rank_summary(ranks), highlight=False)
     for warning in results["warnings"]:
         Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
     typer.echo(f"numbers: {out / 'results.json'}")
@@ -178,10 +225,17 @@ def _study(
         typer.echo(f"report:  {html}")
     else:
         typer.echo("report:  not rendered (decaylab.report.render is not available yet)")
+    distributed.finish()
 
 
 def _run_with_progress(
-    cfg: Any, task_obj: Any, out: Path, fresh: bool, console: Console
+    cfg: Any,
+    task_obj: Any,
+    out: Path,
+    fresh: bool,
+    console: Console,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -206,7 +260,16 @@ def _run_with_progress(
             progress.console.print(f"[dim]{message}[/]", highlight=False)
 
         try:
-            return run_study(cfg, out, fresh=fresh, task=task_obj, log=log, progress=on_point)
+            return run_study(
+                cfg,
+                out,
+                fresh=fresh,
+                task=task_obj,
+                log=log,
+                progress=on_point,
+                executor=executor,
+                ray_address=ray_address,
+            )
         except ValueError as exc:
             _fail(str(exc))
             raise  # unreachable: _fail exits

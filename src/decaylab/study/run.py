@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from decaylab.executors import LocalExecutor
+from decaylab.study import distributed
 from decaylab.study.cache import PhaseCache, fingerprint
 from decaylab.study.config import Config, ConfigError
 from decaylab.study.objective import Objective
@@ -113,6 +114,7 @@ def run_study(
     threads: int | None = 1,
     executor: Any = None,
     progress: Callable[[str, int, int], None] | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` into ``out``; return the results dict.
 
@@ -122,17 +124,55 @@ def run_study(
     operations run ~100x slower with 2 threads on a busy 2-core machine, and a fixed count
     keeps reruns bit-identical); ``None`` leaves torch's setting. ``executor``: what runs
     the L2/L1 grid points (default a :class:`~decaylab.executors.LocalExecutor` caching in
-    ``out/cache/points``); any object with the same ``map`` works, e.g. the Ray executor.
+    ``out/cache/points``); any object with the same ``map`` works, e.g. the Ray executor, or
+    a name: ``"local"`` or ``"ray"`` (a :class:`~decaylab.executors.ray.RayExecutor` on
+    ``ray_address``, or on a local Ray instance; docs/scale.md). Under ``torchrun`` only
+    rank 0 writes ``out`` (:mod:`decaylab.study.distributed`).
     """
+    if isinstance(executor, str) and executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS} or an executor, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError("ray_address is only used with executor='ray'")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_study(
-            config, out, fresh=fresh, task=task, log=log, progress=progress, executor=executor
-        )
+        with distributed.rank_output(out) as rank_out:
+            points = _make_executor(executor, Path(rank_out), progress, ray_address)
+            try:
+                return _run_study(
+                    config,
+                    rank_out,
+                    fresh=fresh,
+                    task=task,
+                    log=log,
+                    progress=progress,
+                    executor=points,
+                )
+            finally:
+                if points is not executor:
+                    getattr(points, "close", lambda: None)()
     finally:
         torch.set_num_threads(previous)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _make_executor(
+    executor: Any,
+    out: Path,
+    progress: Callable[[str, int, int], None] | None,
+    ray_address: str | None,
+) -> Any:
+    """The executor named by ``executor`` (caching in ``out/cache/points``), or ``executor``."""
+    if executor is None or executor == "local":
+        return LocalExecutor(out / "cache" / "points", progress=progress)
+    if executor == "ray":
+        from decaylab.executors.ray import RayExecutor
+
+        return RayExecutor(out / "cache" / "points", progress=progress, address=ray_address)
+    return executor
 
 
 def _run_study(

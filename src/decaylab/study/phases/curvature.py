@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from decaylab.study.config import Config
+from decaylab.study.distributed import shard
 from decaylab.study.objective import Objective
 
 __all__ = ["cg", "density_from_eigenvalues", "hessian_operator", "run"]
@@ -25,7 +26,8 @@ __all__ = ["cg", "density_from_eigenvalues", "hessian_operator", "run"]
 def hessian_operator(obj: Objective, w0: torch.Tensor) -> Any:
     from decaylab.curvature import HessianOperator
 
-    return HessianOperator(obj.model_at(w0), obj.task.loss_fn, obj.train, dtype=obj.dtype)
+    # Under torchrun each rank holds a shard; the operator all-reduces over the ranks.
+    return HessianOperator(obj.model_at(w0), obj.task.loss_fn, shard(obj.train), dtype=obj.dtype)
 
 
 def density_from_eigenvalues(eigs: torch.Tensor, n_grid: int = 200) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def _dense(obj: Objective, w0: torch.Tensor) -> dict[str, Any]:
     H = dense_hessian(
         obj.model_at(w0),
         obj.task.loss_fn,
-        obj.train,
+        shard(obj.train),
         dtype=obj.dtype,
         max_params=max(obj.n_params, 1),
     )
