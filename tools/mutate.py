@@ -654,7 +654,10 @@ def write_report(results: dict, out: Path) -> None:
     lines = [
         "# Mutation spot-check",
         "",
-        f"Command: `{results['command']}`  ",
+        "Commands, in order (a later run with --only replaces those mutants' results):",
+        "",
+        *[f"- `{c}`" for c in results["commands"]],
+        "",
         f"Date: {results['created']}",
         "",
         "| module | mutants | killed | survived | kill rate | baseline |",
@@ -698,11 +701,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    previous = {}
+    previous, commands = {}, []
     if (args.out / "mutation.json").exists():
-        previous = json.loads((args.out / "mutation.json").read_text()).get("modules", {})
+        earlier = json.loads((args.out / "mutation.json").read_text())
+        previous, commands = earlier.get("modules", {}), earlier.get("commands", [])
+    command = "python tools/mutate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results = {
-        "command": "python tools/mutate.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
+        "commands": [*commands, command],
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "modules": dict(previous),
     }
