@@ -96,7 +96,10 @@ def test_nn_like_spectrum_float32_few_products() -> None:
     res = eigen(A32, k=10, tol=TOL)
     check_certified(A, res, reference(A, 10, "largest"))
     assert res.all_converged
-    assert res.n_matvecs <= 30  # Lanczos steps plus one rounding measurement
+    # Lanczos steps plus one rounding measurement, then the completeness check: two fresh
+    # starts and the Lanczos chain for four steps, which find nothing here
+    assert res.n_matvecs - res.completeness_matvecs <= 30
+    assert res.complete and res.completeness_matvecs == 12
     assert res.eigenvectors.dtype == torch.float32
     assert res.product_error >= torch.finfo(torch.float32).eps
 
@@ -263,7 +266,11 @@ def test_start_vector_on_an_eigenvector_converges_at_once() -> None:
     warm = eigen(A, k=1, tol=1e-8, v0=q)
     assert warm.all_converged and cold.all_converged
     assert abs(warm.eigenvalues[0].item() - 4.0) < 1e-8
-    assert warm.n_matvecs == 1 < cold.n_matvecs
+    # one product certifies; the completeness check (fresh random starts) comes on top
+    assert warm.n_matvecs - warm.completeness_matvecs == 1 < cold.n_matvecs
+    assert warm.complete and warm.completeness_matvecs == 12
+    unchecked = eigen(A, k=1, tol=1e-8, v0=q, check_complete=False)
+    assert unchecked.n_matvecs == 1 and not unchecked.complete
 
 
 def test_start_block_sets_the_block_size_and_finds_a_triple_eigenvalue() -> None:

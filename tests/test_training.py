@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from decaylab._checks import TheoryWarning
+from decaylab._checks import ConvergenceWarning, TheoryWarning
 from decaylab.early_stopping import EarlyStopping
 from decaylab.regularize import L1, L2, ElasticNet
 from decaylab.training import FISTA, History, fit, half_mse
@@ -400,7 +400,8 @@ def test_non_finite_loss_stops_without_early_stopping():
     X = torch.tensor(rng.normal(size=(30, 3)), dtype=torch.float32)
     y = X @ torch.tensor([1.0, 2.0, -1.0])
     model = nn.Linear(3, 1, bias=False)
-    hist = fit(model, half_mse, (X, y), lr=5.0, steps=10_000, eval_every=10, progress=False)
+    with pytest.warns(ConvergenceWarning, match="non-finite"):
+        hist = fit(model, half_mse, (X, y), lr=5.0, steps=10_000, eval_every=10, progress=False)
     assert hist.stop_reason == "non-finite"
     assert hist.steps_done < 10_000
     assert not math.isfinite(hist.train_loss[-1])
@@ -482,7 +483,7 @@ def test_bad_arguments_name_the_argument(small, kwargs, name):
     ("data", "match"),
     [
         ((torch.zeros(0, 2), torch.zeros(0)), "empty"),
-        ((torch.zeros(3, 2), torch.zeros(4)), "samples"),
+        ((torch.zeros(3, 2), torch.zeros(4)), "sample"),
         (torch.zeros(3, 2), "pair"),
     ],
 )
@@ -514,8 +515,9 @@ def test_non_finite_loss_records_each_step_once(optimizer):
                 return half_mse(output, target) * float("nan")
         return half_mse(output, target)
 
-    hist = fit(_linear(3), loss_fn, (X, y), optimizer=optimizer, lr=0.1, steps=10,
-               progress=False)
+    with pytest.warns(ConvergenceWarning, match="non-finite"):
+        hist = fit(_linear(3), loss_fn, (X, y), optimizer=optimizer, lr=0.1, steps=10,
+                   progress=False)
     assert hist.stop_reason == "non-finite"
     assert len(hist.step) == len(set(hist.step))
     assert hist.step == sorted(hist.step)

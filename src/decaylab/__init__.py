@@ -24,6 +24,8 @@ _LAZY = {
     "History": "decaylab.training",
     "FISTA": "decaylab.training",
     "half_mse": "decaylab.training",
+    "Callback": "decaylab.training",
+    "TrainState": "decaylab.training",
     "EarlyStopping": "decaylab.early_stopping",
     "StopReason": "decaylab.early_stopping",
     "L1": "decaylab.regularize",

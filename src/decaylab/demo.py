@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from decaylab._checks import ConvergenceWarning, TheoryWarning, check_scalar
-from decaylab.tasks import Task, get_task
+from decaylab.tasks.legacy import LinearTask as Task
+from decaylab.tasks.legacy import get_task
 
 __all__ = ["DemoResults", "run_demo", "to_jsonable"]
 

@@ -57,6 +57,11 @@ _NORM_FLOOR = 1e-6
 #: rest of a small space are found.
 _BREAKDOWN = 1e-10
 
+#: Completeness check (see :func:`eigen`, "Completeness"): fresh Gaussian directions added
+#: once all wanted pairs certify, and the block steps they are followed for.
+_CHECK_BLOCK = 2
+_CHECK_STEPS = 4
+
 #: Multiplier on the estimated per-product rounding error before it is added to a
 #: residual (the estimate is statistical, so it is taken with a margin).
 _ROUNDING_SAFETY = 3.0
@@ -93,6 +98,18 @@ class EigenResult:
         Lanczos block size; exactly repeated eigenvalues are resolved only up to this
         multiplicity (see :func:`eigen`, "Repeated eigenvalues").
     n_restarts : int
+    complete : bool
+        True when no eigenvalue beyond the returned ones is missing as far as a check can
+        tell: the basis spanned the whole space, or the randomized completeness check
+        passed (:func:`eigen`, "Completeness"; bound: :meth:`miss_probability`). False
+        when a pair is not certified, the check was switched off or ran out of budget.
+    completeness_matvecs : int
+        Products spent after all ``k`` pairs first certified: the completeness check and
+        what it brought in.
+    check_block, check_steps : int
+        Fresh Gaussian starts and steps of the last (passed) check; 0 when none ran.
+    n_dim : int
+        ``P``.
 
     Examples
     --------
@@ -114,6 +131,32 @@ class EigenResult:
     product_error: float = 0.0
     block_size: int = 1
     n_restarts: int = 0
+    complete: bool = False
+    completeness_matvecs: int = 0
+    check_block: int = 0
+    check_steps: int = 0
+    n_dim: int = 0
+
+    def miss_probability(self, gap: float) -> float:
+        """Bound on the probability that the completeness check missed an eigenvalue.
+
+        For an eigenvalue ``λ`` beyond the last returned value ``θ_k`` (above it for
+        ``"largest"``, below for ``"smallest"``, larger ``|λ|`` for ``"magnitude"``) with
+        ``|λ − θ_k| ≥ gap · (λ_max − λ_min)``: the probability that it is missing although
+        ``complete`` is True is at most ``min(1, 1.648 sqrt(P) exp(−sqrt(gap)(2s − 1)))^r``
+        for ``r`` fresh Gaussian starts followed for ``s`` steps (Kuczyński &
+        Woźniakowski 1992, applied to the operator deflated by the returned pairs).
+        ``0.0`` when the basis spanned the whole space, ``1.0`` when ``complete`` is False.
+        It is a worst-case bound over spectra: small gaps give 1 (no guarantee).
+        """
+        gap = float(check_scalar(gap, "gap", low=0.0, high=1.0, low_inclusive=False))
+        if not self.complete:
+            return 1.0
+        if self.check_block == 0:
+            return 0.0
+        exponent = -math.sqrt(gap) * (2 * self.check_steps - 1)
+        one = min(1.0, 1.648 * math.sqrt(self.n_dim) * math.exp(exponent))
+        return one**self.check_block
 
     @property
     def all_converged(self) -> bool:
@@ -147,15 +190,18 @@ class _Krylov:
         block: int,
         gen: torch.Generator,
         start: torch.Tensor | None = None,
+        extra: int = 0,
     ) -> None:
         self.lin = lin
         self.P = lin.size
         self.dev = lin.device
         self.gen = gen
         # Rows past n_v / n_w are never read, so the (large) buffers need no zeroing.
-        self.Vr = torch.empty(capacity + block, self.P, dtype=torch.float64, device=self.dev)
+        # ``extra`` rows hold the fresh directions of the completeness check.
+        rows_v = capacity + block + extra
+        self.Vr = torch.empty(rows_v, self.P, dtype=torch.float64, device=self.dev)
         self.Wr = torch.empty(capacity, self.P, dtype=torch.float64, device=self.dev)
-        self.M = torch.zeros(capacity + block, capacity, dtype=torch.float64)
+        self.M = torch.zeros(rows_v, capacity, dtype=torch.float64)
         self.w_norms = torch.zeros(capacity, dtype=torch.float64)
         self.n_v = 0
         self.n_w = 0
@@ -195,6 +241,8 @@ class _Krylov:
                     x = x - (added @ x) @ added
                 x = self._orth(x, passes=1)
             norm = float(torch.linalg.vector_norm(x))
+            if self.n_v == self.Vr.shape[0]:
+                self._grow()
             ref = float(torch.linalg.vector_norm(X[j])) if scale is None else float(scale[j])
             if not norm > _BREAKDOWN * ref or ref == 0.0:
                 x = self._orth(gaussian(self.P, 1, self.gen, self.dev)[:, 0])
@@ -203,6 +251,12 @@ class _Krylov:
                     return
             self.Vr[self.n_v] = x / norm
             self.n_v += 1
+
+    def _grow(self) -> None:
+        """Room for more pending rows (each completeness check adds a fresh block)."""
+        more = max(4, self.Vr.shape[0] // 4)
+        self.Vr = torch.cat([self.Vr, self.Vr.new_empty(more, self.P)])
+        self.M = torch.cat([self.M, self.M.new_zeros(more, self.M.shape[1])])
 
     def pending(self) -> int:
         return self.n_v - self.n_w
@@ -225,6 +279,26 @@ class _Krylov:
         if self.n_v > old_v:
             new_rows = self.Vr[old_v : self.n_v] @ self.Wr[: self.n_w].T
             self.M[old_v : self.n_v, : self.n_w] = new_rows.cpu()
+        # Pending rows left unmultiplied go behind the new directions, so the next step
+        # continues the chains just multiplied.
+        self._move_to_front(old_v, self.n_v)
+
+    def _move_to_front(self, lo: int, hi: int) -> None:
+        """Reorder pending rows so that rows ``lo:hi`` come first (``M``'s rows alike)."""
+        first = self.n_w
+        if lo == first or hi == lo:
+            return
+        perm = torch.cat(
+            [torch.arange(lo, hi), torch.arange(first, lo), torch.arange(hi, self.n_v)]
+        )
+        self.Vr[first : self.n_v] = self.Vr[perm.to(self.dev)]
+        self.M[first : self.n_v] = self.M[perm]
+
+    def add_fresh(self, count: int) -> None:
+        """``count`` fresh random directions, first in line to be multiplied."""
+        old_v = self.n_v
+        self.extend(gaussian(self.P, count, self.gen, self.dev).T, scale=None)
+        self._move_to_front(old_v, self.n_v)
 
     def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
         G = self.M[: self.n_w, : self.n_w]
@@ -235,6 +309,11 @@ class _Krylov:
         is made of, which their rounding errors scale with."""
         spread = (S * S * (self.w_norms[: self.n_w, None] ** 2)).sum(dim=0)
         return torch.sqrt(theta * theta + spread)
+
+    def product_sums(self, S: torch.Tensor) -> torch.Tensor:
+        """``Σ_j |s_j| ‖w_j‖``: a worst-case (triangle-inequality) bound on how far a sum of
+        products with relative errors ``ε`` can be off, divided by ``ε``."""
+        return (S.abs() * self.w_norms[: self.n_w, None]).sum(dim=0)
 
     def residual_estimates(self, theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         """``‖W s − θ V s‖`` from the small space, plus the tracked defect (an upper bound)."""
@@ -269,6 +348,51 @@ class _Krylov:
         self.n_restarts += 1
 
 
+class _CompletenessCheck:
+    """State of the randomized completeness check of :func:`eigen`.
+
+    Once every wanted pair certifies, ``block`` fresh Gaussian directions join the basis and
+    the iteration goes on for ``steps`` steps (every pending direction, the fresh ones and
+    the Lanczos chain's, multiplied each step). If no wanted Ritz value moves by more than
+    its threshold meanwhile, nothing the fresh starts can reveal was missed: the check
+    passes. If one moves, a missed eigenvalue came in; the iteration continues until the
+    pairs certify again, and the check starts over.
+    """
+
+    def __init__(self, which: str, block: int, steps: int) -> None:
+        self.which, self.block, self.steps = which, block, steps
+        self.reference: torch.Tensor | None = None  # wanted keys when the check started
+        self.done = 0
+        self.rounds = 0
+        self.found = 0
+        self.passed = False
+
+    def _keys(self, theta: torch.Tensor) -> torch.Tensor:
+        if self.which == "largest":
+            return theta
+        return -theta if self.which == "smallest" else theta.abs()
+
+    def step(self, theta: torch.Tensor, thresh: torch.Tensor, certified: bool) -> str:
+        """``"stop"`` (check passed), ``"start"`` (add fresh directions) or ``"go"``."""
+        keys = self._keys(theta)
+        if self.reference is None:
+            if not certified:
+                return "go"
+            self.reference, self.done = keys.clone(), 0
+            self.rounds += 1
+            return "start"
+        self.done += 1
+        if bool(((keys - self.reference).abs() > thresh).any()):
+            self.reference = None  # a missed eigenvalue came in
+            self.found += 1
+            return "go"
+        if self.done < self.steps:
+            return "go"
+        self.reference = None
+        self.passed = certified
+        return "stop" if certified else "go"
+
+
 def eigen(
     op: Any,
     k: int = 10,
@@ -280,6 +404,7 @@ def eigen(
     block_size: int | None = None,
     max_basis: int | None = None,
     v0: Any = None,
+    check_complete: bool = True,
 ) -> EigenResult:
     """Top-``k`` eigenpairs of a symmetric operator, each certified or flagged.
 
@@ -433,13 +558,20 @@ def eigen(
     gen = random_generator(seed)
     if start is not None:
         start = start[:, :b]
-    kry = _Krylov(lin, basis, b, gen, start)
+    check = _CompletenessCheck(which, _CHECK_BLOCK, _CHECK_STEPS) if check_complete else None
+    kry = _Krylov(lin, basis, b, gen, start, extra=_CHECK_BLOCK)
     # Thick restart keeps about half the basis beyond k (Wu & Simon's choice).
     keep = max(k, min(basis - b - 1, k + (basis - k) // 2))
 
     def allowance(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """What the stored-product residual cannot see (see Notes, "Certification")."""
         eps = lin.eps if rel_error is None else rel_error
-        return _ROUNDING_SAFETY * eps * kry.product_scales(theta, S)
+        rounding = _ROUNDING_SAFETY * eps * kry.product_sums(S)
+        # The returned vector is cast to the operator's dtype (relative error ≤ eps/2);
+        # an operator coarser than float64 may itself be off from its float64 version.
+        cast = 0.5 * lin.eps * (hnorm + theta.abs())
+        deviation = eps * hnorm if measure else 0.0
+        return rounding + cast + deviation
 
     def bound(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         return kry.residual_estimates(theta, S) + allowance(theta, S)
@@ -449,8 +581,12 @@ def eigen(
     fill_space = basis >= P and loop_budget >= P
     hnorm = 0.0
     measured: tuple[int, float] | None = None  # (Ritz index, true residual) of the probe
+    first_certified: int | None = None  # products when all k pairs first certified
     while True:
-        count = min(kry.pending(), loop_budget - lin.n_matvecs, basis - kry.n_w)
+        # Once checks began, the block stays at b + check.block: older chains that a
+        # fresh block displaced stay in the basis, unmultiplied.
+        width = kry.pending() if check is None or check.rounds == 0 else b + check.block
+        count = min(kry.pending(), width, loop_budget - lin.n_matvecs, basis - kry.n_w)
         if count <= 0:
             break
         kry.multiply(count)
@@ -461,13 +597,20 @@ def eigen(
         if kry.n_w >= k and not fill_space:
             want = order[:k]
             thresh = tol * torch.clamp(theta[want].abs(), min=_NORM_FLOOR * hnorm)
-            if bool((bound(theta[want], S[:, want]) <= thresh).all()):
-                if rel_error is not None:
-                    break
+            certified = bool((bound(theta[want], S[:, want]) <= thresh).all())
+            if certified and rel_error is None:
                 # Measure the products' rounding once, then judge again.
                 measured, rel_error = _measure_rounding(kry, theta, S, want)
-                if bool((bound(theta[want], S[:, want]) <= thresh).all()):
-                    break
+                certified = bool((bound(theta[want], S[:, want]) <= thresh).all())
+            if certified and first_certified is None:
+                first_certified = lin.n_matvecs
+            action = "stop" if check is None else check.step(theta[want], thresh, certified)
+            if action == "stop" and certified:
+                break
+            if action == "start":
+                # Fresh random directions, multiplied from the next step. They must be
+                # new: a chain from an earlier check holds its copy of each eigenspace.
+                kry.add_fresh(check.block)
         if lin.n_matvecs >= loop_budget or kry.pending() == 0:
             break
         if kry.n_v > basis:
@@ -509,6 +652,16 @@ def eigen(
         vectors = torch.cat([vectors, vectors.new_zeros(P, pad)], dim=1)
 
     n_bad = int((~converged).sum())
+    spans_space = kry.n_w >= P
+    complete = n_bad == 0 and (spans_space or (check is not None and check.passed))
+    if n_bad == 0 and check is not None and not complete:
+        warnings.warn(
+            f"eigen: the {k} pairs are certified, but the completeness check did not finish "
+            f"within max_matvecs={budget}: an eigenvalue beyond the returned ones may have been "
+            "missed (complete=False). Raise max_matvecs.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     if n_bad:
         warnings.warn(
             f"eigen: {n_bad} of {k} eigenpairs ({which}) are not certified to tol={tol:g} after "
@@ -531,6 +684,11 @@ def eigen(
         product_error=float(rel_error),
         block_size=b,
         n_restarts=kry.n_restarts,
+        complete=complete,
+        completeness_matvecs=0 if first_certified is None else lin.n_matvecs - first_certified,
+        check_block=0 if spans_space or check is None else check.block,
+        check_steps=0 if spans_space or check is None else check.steps,
+        n_dim=P,
     )
 
 

@@ -43,6 +43,8 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.func import linearize as _torch_linearize
 
 from decaylab._checks import check_scalar
+from decaylab._inputs import as_loss
+from decaylab._losses import HalfMSELoss
 from decaylab.curvature._params import select_params
 from decaylab.curvature.distributed import (
     all_reduce_max,
@@ -117,60 +119,6 @@ def _agreement_rtol(dtype: torch.dtype, device: torch.device) -> float:
     return AGREEMENT_RTOL.get(dtype, AGREEMENT_RTOL_LOW_PRECISION)
 
 
-class HalfMSELoss(nn.Module):
-    """Half squared error, summed over outputs and averaged over samples.
-
-    .. math:: L = \\frac{1}{n} \\sum_{i=1}^n \\tfrac12 \\lVert f_i - y_i \\rVert^2
-
-    This is the regression loss of ``shared/CONVENTIONS.md``. For a single output
-    it equals ``0.5 * torch.nn.MSELoss()``; for ``d`` outputs ``MSELoss`` also
-    divides by ``d``, this loss does not.
-
-    Examples
-    --------
-    >>> import torch
-    >>> HalfMSELoss()(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [0.0]])).item()
-    2.5
-    """
-
-    reduction = "mean"
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if output.shape != target.shape:
-            raise ValueError(
-                f"HalfMSELoss: output shape {tuple(output.shape)} and target shape "
-                f"{tuple(target.shape)} disagree"
-            )
-        n = output.shape[0] if output.ndim else 1
-        return 0.5 * (output - target).pow(2).sum() / n
-
-
-class _MSELossForwardAD(nn.MSELoss):
-    """``nn.MSELoss()`` written with elementary ops.
-
-    In torch 2.13, forward-mode AD through ``mse_loss``'s backward raises
-    ("ZeroTensors are immutable") under ``jvp(grad)`` and crashes the process under
-    ``linearize``; the same mean of squares built from ``sub``/``pow``/``mean``
-    differentiates fine.
-    """
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if output.shape != target.shape:
-            raise ValueError(
-                f"MSELoss: output shape {tuple(output.shape)} and target shape "
-                f"{tuple(target.shape)} disagree"
-            )
-        return (output - target).pow(2).mean()
-
-
-_LOSS_NAMES: dict[str, Callable[[], nn.Module]] = {
-    "mse": _MSELossForwardAD,
-    "half_mse": HalfMSELoss,
-    "half_squared_error": HalfMSELoss,
-    "cross_entropy": nn.CrossEntropyLoss,
-    "bce_with_logits": nn.BCEWithLogitsLoss,
-}
-
 # Losses convex in the model output: their output Hessian is PSD, hence so is the GGN.
 _GGN_LOSSES = (nn.MSELoss, HalfMSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLoss)
 
@@ -178,37 +126,18 @@ _GGN_LOSSES = (nn.MSELoss, HalfMSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLos
 def resolve_loss(loss_fn: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Turn a loss name or callable into a callable returning the batch **mean** loss.
 
-    Parameters
-    ----------
-    loss_fn : str or callable
-        ``"mse"`` (``nn.MSELoss``, mean over all elements), ``"half_mse"``
-        (:class:`HalfMSELoss`, ½ squared error per sample), ``"cross_entropy"``,
-        ``"bce_with_logits"``, or any callable ``loss_fn(output, target)`` that
-        returns the mean loss of the batch. A ``torch.nn`` loss must use
-        ``reduction="mean"``.
+    The shared input layer's :func:`decaylab._inputs.as_loss`: ``"mse"``
+    (``nn.MSELoss``, mean over all elements), ``"half_mse"`` (:class:`HalfMSELoss`,
+    ½ squared error per sample), ``"cross_entropy"``, ``"bce_with_logits"``, or any
+    callable ``loss_fn(output, target)`` that returns the mean loss of the batch. A
+    ``torch.nn`` loss must use ``reduction="mean"``.
 
     Examples
     --------
     >>> type(resolve_loss("half_mse")).__name__
     'HalfMSELoss'
     """
-    if isinstance(loss_fn, str):
-        key = loss_fn.lower()
-        if key not in _LOSS_NAMES:
-            raise ValueError(
-                f"loss_fn must be one of {sorted(_LOSS_NAMES)} or a callable, got {loss_fn!r}"
-            )
-        return _LOSS_NAMES[key]()
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be a callable or a name, got {loss_fn!r}")
-    reduction = getattr(loss_fn, "reduction", "mean")
-    if reduction != "mean":
-        raise ValueError(
-            f"loss_fn must average over the batch (reduction='mean'), got reduction={reduction!r}"
-        )
-    if type(loss_fn) is nn.MSELoss:
-        return _MSELossForwardAD()
-    return loss_fn
+    return as_loss(loss_fn, "loss_fn")
 
 
 # --------------------------------------------------------------------------- data

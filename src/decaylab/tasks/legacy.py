@@ -1,4 +1,9 @@
-"""Built-in tasks: small data sets that ship with installed packages (no download).
+"""Legacy array tasks of the closed-form linear demo (:mod:`decaylab.demo`).
+
+The study uses :class:`decaylab.tasks.Task`; this module keeps the design-matrix form of
+the diabetes data that the closed-form demo and its report read.
+
+Original description: built-in tasks: small data sets that ship with installed packages.
 
 A task bundles a design matrix, targets, the loss that decaylab's conventions
 attach to it, and enough metadata to undo the preprocessing. Tasks are looked up
@@ -16,13 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "available_tasks", "diabetes", "get_task"]
+__all__ = ["LinearTask", "TASKS", "available_tasks", "diabetes", "get_task"]
 
 HALF_SQUARED_ERROR = "half_squared_error"
 
 
 @dataclass(frozen=True)
-class Task:
+class LinearTask:
     """A supervised-learning data set prepared for decaylab.
 
     Attributes
@@ -71,7 +76,7 @@ class Task:
         return int(self.X.shape[1])
 
 
-def diabetes(*, standardize_target: bool = True) -> Task:
+def diabetes(*, standardize_target: bool = True) -> LinearTask:
     """scikit-learn's bundled diabetes regression data, standardized and centred.
 
     Each of the 10 raw features is centred and divided by its population standard
@@ -113,7 +118,7 @@ def diabetes(*, standardize_target: bool = True) -> Task:
     y_scale = float(raw_y.std()) if standardize_target else 1.0
     X = (raw_X - x_mean) / x_scale
     y = (raw_y - y_mean) / y_scale
-    return Task(
+    return LinearTask(
         name="diabetes",
         kind="linear_regression",
         X=X,
@@ -135,7 +140,7 @@ def diabetes(*, standardize_target: bool = True) -> Task:
     )
 
 
-TASKS: dict[str, Callable[[], Task]] = {
+TASKS: dict[str, Callable[[], LinearTask]] = {
     "diabetes": diabetes,
 }
 """Registry of built-in tasks: name → zero-argument loader."""
@@ -152,7 +157,7 @@ def available_tasks() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> LinearTask:
     """Load a built-in task by name.
 
     Parameters

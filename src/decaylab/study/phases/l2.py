@@ -1,0 +1,139 @@
+"""Phase c: L2 / weight decay, predicted by the quadratic model and measured by retraining.
+
+For each grid ``α`` (total strength, ``α ≥ α₀``) the quadratic model of
+``J + (α/2)‖D w‖²`` at ``w₀`` (where ``∇J(w₀) = −α₀ D w₀``) has its minimum at
+``w̃ = w₀ + δ`` with ``(H + α D) δ = −(α − α₀) D w₀``, ``H = ∇²J(w₀)``: solved exactly on the
+dense path, by conjugate gradients on the operator path. With ``D = I`` and ``α₀ = 0`` this is
+``(H + αI)⁻¹ H w₀``. The measurement retrains ``J + (α/2)‖D w‖²`` by L-BFGS from ``w₀``
+(warm start) and, as a user would, from the task's initialization (from scratch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from decaylab.study.config import Config
+from decaylab.study.objective import Objective
+from decaylab.study.phases.curvature import cg, hessian_operator
+from decaylab.study.solvers import lbfgs
+from decaylab.tasks import Task
+
+__all__ = ["l2_point", "predict", "shrink", "trust_region", "gamma"]
+
+
+def l2_point(task: Task, seed: int, alpha: float, w0: torch.Tensor, max_iter: int, tol: float,
+             scratch: bool) -> dict[str, Any]:
+    """Retrain at one ``α``: warm from ``w₀`` and (if ``scratch``) from the initialization."""
+    obj = Objective(task, seed)
+    fn = obj.penalized(alpha)
+    w, info = lbfgs(fn, w0, max_iter=max_iter, tol=tol)
+    out: dict[str, Any] = {"w": w, "converged": info["converged"], "grad": obj.grad(fn, w),
+                           "iterations": info["iterations"]}
+    if scratch:
+        ws, info_s = lbfgs(fn, obj.w_init, max_iter=max_iter, tol=tol)
+        out.update(w_scratch=ws, scratch_converged=info_s["converged"])
+    return out
+
+
+def predict(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], alpha: float,
+            config: Config) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``w̃(α)`` of the quadratic model; info says whether ``H + αD`` was positive definite."""
+    w0, a0, D = reference["w0"], reference["alpha0"], obj.mask
+    rhs = -(alpha - a0) * D * w0
+    if curv["hessian"] is not None:
+        A = curv["hessian"] + alpha * torch.diag(D)
+        _, bad = torch.linalg.cholesky_ex(A)
+        delta = torch.linalg.solve(A, rhs)
+        return w0 + delta, {"converged": True, "negative_curvature": bool(bad)}
+    op = hessian_operator(obj, w0)
+    delta, info = cg(lambda v: op.matvec(v) + alpha * D * v, rhs,
+                     tol=config.curvature["cg_tol"], max_iter=config.curvature["cg_max_iter"])
+    return w0 + delta, info
+
+
+def shrink(w: torch.Tensor, w0: torch.Tensor, Q: torch.Tensor) -> list[float | None]:
+    """``q_iᵀ w / q_iᵀ w₀`` per top eigenvector; ``None`` where ``q_iᵀ w₀ ≈ 0``."""
+    num, den = Q.T @ w, Q.T @ w0
+    floor = 1e-8 * float(w0.norm())
+    return [float(n / d) if abs(float(d)) > floor else None
+            for n, d in zip(num, den, strict=True)]
+
+
+def gamma(curv: dict[str, Any], alpha: float, n_params: int) -> float:
+    """Effective parameters ``γ = Σ λ⁺/(λ⁺ + α)`` (negative λ count 0; SLQ on operators)."""
+    if curv["path"] == "dense":
+        lam = curv["eigenvalues"].clamp(min=0)
+        return float((lam / (lam + alpha)).sum())
+    nodes, weights = curv["density_nodes"].clamp(min=0), curv["density_weights"]
+    return float(n_params * (weights * nodes / (nodes + alpha)).sum())
+
+
+def trust_region(alphas: list[float], errors: list[float | None], threshold: float) -> float | None:
+    """Largest grid α with relative error ≤ threshold there and at every smaller α."""
+    best = None
+    for a, e in zip(alphas, errors, strict=True):
+        if e is None or not math.isfinite(e) or e > threshold:
+            break
+        best = a
+    return best
+
+
+def _retrain_error(obj: Objective, curv: dict[str, Any], alpha: float, grad: torch.Tensor,
+                   ) -> float:
+    """Estimated ‖w_meas − w_opt‖: one Newton step (dense) or ‖∇‖/α (operator)."""
+    if curv["hessian"] is not None:
+        A = curv["hessian"] + alpha * torch.diag(obj.mask)
+        return float(torch.linalg.solve(A, grad).norm())
+    return float(grad.norm()) / alpha
+
+
+def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config: Config,
+        executor: Any) -> dict[str, Any]:
+    """Predict and measure every grid α; per-α metrics and the trust region."""
+    cfg, w0 = config.l2, reference["w0"]
+    alphas = cfg["alphas"]
+    calls = [dict(task=obj.task, seed=config.seed, alpha=a, w0=w0, max_iter=cfg["max_iter"],
+                  tol=cfg["tol"], scratch=cfg["scratch"]) for a in alphas]
+    measured = executor.map(l2_point, calls, keys=[f"l2-{a!r}" for a in alphas], label="L2")
+    k = min(config.curvature["k"], curv["eigenvectors"].shape[1])
+    Q = curv["eigenvectors"][:, :k]
+    rows: dict[str, list[Any]] = {key: [] for key in (
+        "relative_error", "relative_error_scratch", "retrain_error", "displacement_norm",
+        "val_loss_predicted", "val_loss_measured", "val_loss_scratch", "train_loss_predicted",
+        "train_loss_measured", "gamma", "shrink_predicted", "shrink_measured",
+        "retrain_converged", "prediction_valid")}
+    predicted_w, measured_w = [], []
+    for a, m in zip(alphas, measured, strict=True):
+        w_pred, info = predict(obj, reference, curv, a, config)
+        w_meas = m["w"]
+        disp = float((w_meas - w0).norm())
+        rel = float((w_pred - w_meas).norm()) / disp if disp > 0 else None
+        rows["relative_error"].append(rel)
+        if "w_scratch" in m:
+            ds = float((m["w_scratch"] - w0).norm())
+            rows["relative_error_scratch"].append(float((w_pred - m["w_scratch"]).norm()) / ds)
+            rows["val_loss_scratch"].append(obj.value(m["w_scratch"], "val"))
+        else:
+            rows["relative_error_scratch"].append(None)
+            rows["val_loss_scratch"].append(None)
+        err = _retrain_error(obj, curv, a, m["grad"])
+        rows["retrain_error"].append(err / disp if disp > 0 else None)
+        rows["displacement_norm"].append(disp)
+        rows["val_loss_predicted"].append(obj.value(w_pred, "val"))
+        rows["val_loss_measured"].append(obj.value(w_meas, "val"))
+        rows["train_loss_predicted"].append(obj.value(w_pred, "train"))
+        rows["train_loss_measured"].append(obj.value(w_meas, "train"))
+        rows["gamma"].append(gamma(curv, a, obj.n_params))
+        rows["shrink_predicted"].append(shrink(w_pred, w0, Q))
+        rows["shrink_measured"].append(shrink(w_meas, w0, Q))
+        rows["retrain_converged"].append(bool(m["converged"]))
+        rows["prediction_valid"].append(not info.get("negative_curvature", False)
+                                        and bool(info.get("converged", True)))
+        predicted_w.append(w_pred)
+        measured_w.append(w_meas)
+    tr = trust_region(alphas, rows["relative_error"], cfg["trust_threshold"])
+    return {"alphas": list(alphas), **rows, "trust_region_alpha_max": tr,
+            "predicted_w": torch.stack(predicted_w), "measured_w": torch.stack(measured_w)}
