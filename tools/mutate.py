@@ -533,6 +533,13 @@ def auto_mutants(module: str, n: int, seed: int) -> list[Mutant]:
             line = lines[line_no - 1]
             if line.lstrip().startswith(("raise ", 'f"', '"', "warn")) or "ValueError" in line:
                 continue  # error messages and warnings: their wording is not behaviour
+            if "stacklevel" in line:
+                continue  # where a warning points: not a computed value
+            star_marker = tok in ("*", "/") and (
+                line[c1:].lstrip().startswith((",", ")")) or line[:c0].rstrip().endswith(("(", ","))
+            )
+            if star_marker:
+                continue  # *args / keyword-only markers, not arithmetic
             if tok in _SWAPS:
                 new_tok = _SWAPS[tok]
             elif tok in ("0", "0.0"):
@@ -582,6 +589,13 @@ def _apply(mutant: Mutant, src_copy: Path) -> tuple[bool, int, str]:
     if not path.exists():
         return False, 0, f"{mutant.file} not in this checkout"
     text = path.read_text()
+    if mutant.kind == "auto":  # a whole line, located by its number (it may repeat elsewhere)
+        lines = text.splitlines(keepends=True)
+        if mutant.line > len(lines) or lines[mutant.line - 1] != mutant.old:
+            return False, 0, "line changed since sampling"
+        lines[mutant.line - 1] = mutant.new
+        path.write_text("".join(lines))
+        return True, mutant.line, ""
     if text.count(mutant.old) != 1:
         return False, 0, f"text found {text.count(mutant.old)} times (code changed?)"
     line = text[: text.index(mutant.old)].count("\n") + 1
