@@ -230,3 +230,61 @@ def test_diagonal_standard_error_uses_the_bessel_correction():
         break
     else:
         pytest.fail("every seed drew identical probes")
+
+
+# --------------------------------------------------------------------------- fit's defaults
+
+
+def _linear_task():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(30, 3))
+    y = X @ np.array([1.0, -0.5, 2.0]) + 0.1 * rng.normal(size=30)
+    w0 = np.array([0.3, -0.2, 0.1])
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(w0[None, :]))
+    return X, y, w0, model
+
+
+def _grad(X, y, w):
+    """Gradient of the mean ½ squared error: Xᵀ(Xw − y) / N."""
+    return X.T @ (X @ w - y) / len(y)
+
+
+def test_fit_defaults_are_plain_sgd_with_lr_0_1_and_coupled_decay():
+    from decaylab.training import fit, half_mse
+
+    X, y, w, model = _linear_task()
+    fit(
+        model,
+        half_mse,
+        (torch.tensor(X), torch.tensor(y)),
+        steps=3,
+        weight_decay=0.05,
+        progress=False,
+    )
+    for _ in range(3):  # explicit loop: w ← w − 0.1 (∇J(w) + 0.05 w), no momentum
+        w = w - 0.1 * (_grad(X, y, w) + 0.05 * w)
+    np.testing.assert_allclose(model.weight.detach().numpy()[0], w, rtol=1e-12)
+
+
+def test_fit_default_decay_with_adam_is_coupled_l2():
+    from decaylab.training import fit, half_mse
+
+    X, y, w, model = _linear_task()
+    fit(
+        model,
+        half_mse,
+        (torch.tensor(X), torch.tensor(y)),
+        optimizer="adam",
+        lr=0.01,
+        steps=3,
+        weight_decay=0.5,
+        progress=False,
+    )
+    m, v = np.zeros(3), np.zeros(3)
+    for t in range(1, 4):  # torch's Adam with L2 in the gradient (not AdamW)
+        g = _grad(X, y, w) + 0.5 * w
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w = w - 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(model.weight.detach().numpy()[0], w, rtol=1e-10)
