@@ -435,11 +435,11 @@ def test_laplace_log_evidence_topk_is_labelled_and_errs_low():
     [
         ({"alpha": 0.0}, "alpha must be > 0"),
         ({"alpha": [1e-3, -1.0]}, "alpha must be > 0"),
-        ({"alpha": float("nan")}, "alpha must be finite"),
+        ({"alpha": float("nan")}, "alpha must not be NaN"),
         ({"loss_fn": "mse"}, "loss_fn must be a negative log-likelihood"),
         ({"structure": "kfac"}, "structure must be one of"),
         ({"noise_precision": 2.0}, "noise_precision applies to regression"),
-        ({"nan_data": True}, "data contains NaN"),
+        ({"nan_data": True}, r"data \(X\) contains NaN"),
     ],
 )
 def test_laplace_log_evidence_bad_input(kwargs, match):

@@ -133,8 +133,15 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, payload_cls, w
         load_checkpoint(path)
     model = nn.Linear(2, 1)
     with pytest.raises(ValueError, match="checkpoint_dir.*not a safe checkpoint"):
-        fit(model, half_mse, (torch.zeros(4, 2), torch.zeros(4)), steps=3, checkpoint_dir=ck_dir,
-            resume=True, progress=False)
+        fit(
+            model,
+            half_mse,
+            (torch.zeros(4, 2), torch.zeros(4)),
+            steps=3,
+            checkpoint_dir=ck_dir,
+            resume=True,
+            progress=False,
+        )
     assert not marker.exists()
 
     if writer == "pickle.dump" and payload_cls is _OpenPayload:
@@ -163,16 +170,26 @@ def _mlp(d=5):
 
 CONFIGS = {
     "sgd-momentum-minibatch-dropout-es": dict(
-        optimizer="sgd", lr=0.05, momentum=0.9, batch_size=10, weight_decay=1e-2,
-        early_stopping="val", eval_every=4,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        batch_size=10,
+        weight_decay=1e-2,
+        early_stopping="val",
+        eval_every=4,
     ),
     "adam-minibatch-elasticnet": dict(
-        optimizer="adam", lr=0.01, batch_size=7, penalty=ElasticNet(1e-2, 0.5), eval_every=3,
+        optimizer="adam",
+        lr=0.01,
+        batch_size=7,
+        penalty=ElasticNet(1e-2, 0.5),
+        eval_every=3,
     ),
     "adamw-l1-prox": dict(optimizer="adamw", lr=0.01, weight_decay=0.1, penalty=L1(1e-2)),
     "fista-auto-l1": dict(optimizer="fista", lr="auto", penalty=L1(1e-2), eval_every=5),
-    "sgd-decoupled-epochs": dict(optimizer="sgd", lr=0.05, batch_size=20, weight_decay=0.1,
-                                 decoupled=True, epochs=15),
+    "sgd-decoupled-epochs": dict(
+        optimizer="sgd", lr=0.05, batch_size=20, weight_decay=0.1, decoupled=True, epochs=15
+    ),
 }
 
 
@@ -193,9 +210,19 @@ def _run(config, checkpoint_dir, *, resume=False, crash_after=None):
         kwargs["early_stopping"] = EarlyStopping(patience=1000)
     if "epochs" not in kwargs:
         kwargs["steps"] = 40
-    history = fit(model, loss_fn, (X[:40], y[:40]), val_data=(X[40:], y[40:]),
-                  checkpoint_dir=checkpoint_dir, checkpoint_every=6, resume=resume, seed=7,
-                  record_every=5, progress=False, **kwargs)
+    history = fit(
+        model,
+        loss_fn,
+        (X[:40], y[:40]),
+        val_data=(X[40:], y[40:]),
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=6,
+        resume=resume,
+        seed=7,
+        record_every=5,
+        progress=False,
+        **kwargs,
+    )
     return model, history
 
 
@@ -229,13 +256,23 @@ def test_resume_after_crash_is_bit_identical(tmp_path, name):
 
 def test_resume_finished_run_and_extend_it(tmp_path):
     X, y = _regression()
-    config = dict(optimizer="sgd", lr=0.05, momentum=0.5, batch_size=8, eval_every=5, seed=1,
-                  record_every=5, progress=False, early_stopping=None)
+    config = dict(
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.5,
+        batch_size=8,
+        eval_every=5,
+        seed=1,
+        record_every=5,
+        progress=False,
+        early_stopping=None,
+    )
 
     def run(steps, directory, resume=False):
         model = _mlp()
-        hist = fit(model, half_mse, (X, y), steps=steps, checkpoint_dir=directory,
-                   resume=resume, **config)
+        hist = fit(
+            model, half_mse, (X, y), steps=steps, checkpoint_dir=directory, resume=resume, **config
+        )
         return model, hist
 
     long = run(40, tmp_path / "long")
@@ -252,8 +289,16 @@ def test_resume_with_changed_settings_warns(tmp_path):
     X, y = _regression()
     fit(_mlp(), half_mse, (X, y), steps=5, lr=0.05, checkpoint_dir=tmp_path, progress=False)
     with pytest.warns(UserWarning, match="lr"):
-        fit(_mlp(), half_mse, (X, y), steps=10, lr=0.01, checkpoint_dir=tmp_path, resume=True,
-            progress=False)
+        fit(
+            _mlp(),
+            half_mse,
+            (X, y),
+            steps=10,
+            lr=0.01,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_resume_refuses_empty_missing_and_foreign_directories(tmp_path):
@@ -263,19 +308,24 @@ def test_resume_refuses_empty_missing_and_foreign_directories(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_dir.*no checkpoint"):
         fit(_mlp(), half_mse, (X, y), steps=5, checkpoint_dir=empty, resume=True, progress=False)
     with pytest.raises(ValueError, match="checkpoint_dir.*does not exist"):
-        fit(_mlp(), half_mse, (X, y), steps=5, checkpoint_dir=tmp_path / "nope", resume=True,
-            progress=False)
+        fit(
+            _mlp(),
+            half_mse,
+            (X, y),
+            steps=5,
+            checkpoint_dir=tmp_path / "nope",
+            resume=True,
+            progress=False,
+        )
     other = tmp_path / "other"
-    fit(nn.Linear(5, 1).double(), half_mse, (X, y), steps=3, checkpoint_dir=other,
-        progress=False)
+    fit(nn.Linear(5, 1).double(), half_mse, (X, y), steps=3, checkpoint_dir=other, progress=False)
     with pytest.raises(CheckpointError, match="checkpoint_dir.*another model"):
         fit(_mlp(), half_mse, (X, y), steps=5, checkpoint_dir=other, resume=True, progress=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     torch.save(_mlp().state_dict(), foreign / "checkpoint.pt")  # a bare state dict
     with pytest.raises(ValueError, match="checkpoint_dir.*not a decaylab checkpoint"):
-        fit(_mlp(), half_mse, (X, y), steps=5, checkpoint_dir=foreign, resume=True,
-            progress=False)
+        fit(_mlp(), half_mse, (X, y), steps=5, checkpoint_dir=foreign, resume=True, progress=False)
 
 
 def test_stale_temporary_from_killed_save_is_cleaned_up(tmp_path):
@@ -297,9 +347,18 @@ def test_non_finite_loss_keeps_last_good_checkpoint(tmp_path):
     model = nn.Linear(3, 1)
     es = EarlyStopping(monitor="train_loss", patience=10_000)
     with pytest.warns(ConvergenceWarning, match="non-finite"):
-        hist = fit(model, half_mse, (X, y), lr=5.0, steps=10_000, eval_every=1,
-                   early_stopping=es, checkpoint_dir=tmp_path, checkpoint_every=5,
-                   progress=False)
+        hist = fit(
+            model,
+            half_mse,
+            (X, y),
+            lr=5.0,
+            steps=10_000,
+            eval_every=1,
+            early_stopping=es,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=5,
+            progress=False,
+        )
     assert hist.stop_reason == "non-finite"
     assert not math.isfinite(hist.train_loss[-1])
     saved = load_checkpoint(tmp_path)

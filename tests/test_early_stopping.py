@@ -112,7 +112,12 @@ def test_reset_forgets_progress():
     run(es, [3, 4])
     es.reset()
     assert (es.best, es.best_step, es.wait, es.stopped_step, es.reason, es.should_stop) == (
-        None, None, 0, None, None, False,
+        None,
+        None,
+        0,
+        None,
+        None,
+        False,
     )
     assert run(es, [3, 2, 1]) is None and es.best_step == 2
 
@@ -232,8 +237,9 @@ def test_nan_is_a_non_improvement_when_check_finite_false():
 
 
 def test_nan_is_not_a_threshold_when_check_finite_false():
-    es = EarlyStopping(patience=5, check_finite=False, stopping_threshold=1.0,
-                       divergence_threshold=10.0)
+    es = EarlyStopping(
+        patience=5, check_finite=False, stopping_threshold=1.0, divergence_threshold=10.0
+    )
     assert es.update(math.nan) is False and es.wait == 1
 
 

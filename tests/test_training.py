@@ -54,8 +54,9 @@ def _logistic_l1_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: f
 
 def _liblinear_l1(X: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     n = len(y)
-    kwargs = dict(C=1.0 / (n * alpha), solver="liblinear", fit_intercept=False, tol=1e-10,
-                  max_iter=10000)
+    kwargs = dict(
+        C=1.0 / (n * alpha), solver="liblinear", fit_intercept=False, tol=1e-10, max_iter=10000
+    )
     # scikit-learn 1.8 deprecates penalty="l1" in favour of l1_ratio=1 (same estimator).
     major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
     if (major, minor) >= (1, 8):
@@ -76,8 +77,16 @@ def test_full_batch_sgd_weight_decay_converges_to_ridge(diabetes):
     alpha = 0.1
     lam_max = np.linalg.eigvalsh(X.T @ X / n).max()
     model = _linear(X.shape[1])
-    hist = fit(model, half_mse, (torch.tensor(X), torch.tensor(y)), lr=1.0 / (lam_max + alpha),
-               steps=1500, weight_decay=alpha, eval_every=500, progress=False)
+    hist = fit(
+        model,
+        half_mse,
+        (torch.tensor(X), torch.tensor(y)),
+        lr=1.0 / (lam_max + alpha),
+        steps=1500,
+        weight_decay=alpha,
+        eval_every=500,
+        progress=False,
+    )
     ridge = Ridge(alpha=n * alpha, fit_intercept=False, solver="cholesky", tol=1e-12).fit(X, y)
     w = model.weight.detach().numpy().ravel()
     np.testing.assert_allclose(w, ridge.coef_, rtol=1e-8, atol=1e-8)
@@ -85,8 +94,9 @@ def test_full_batch_sgd_weight_decay_converges_to_ridge(diabetes):
     resid = y - X @ w
     assert hist.step[-1] == 1500 and hist.steps_done == 1500
     assert math.isclose(hist.train_loss[-1], 0.5 * np.mean(resid**2), rel_tol=1e-12)
-    assert math.isclose(hist.objective[-1], 0.5 * np.mean(resid**2) + 0.5 * alpha * w @ w,
-                        rel_tol=1e-12)
+    assert math.isclose(
+        hist.objective[-1], 0.5 * np.mean(resid**2) + 0.5 * alpha * w @ w, rel_tol=1e-12
+    )
 
 
 def _numpy_sgd_l2(X, y, w0, b0, lr, wd, steps):
@@ -113,8 +123,9 @@ def test_sgd_decoupled_equals_coupled_step_by_step():
         runs[decoupled] = torch.stack([v for _, v in snaps])
     expected = _numpy_sgd_l2(X, y, np.zeros(5), 0.0, 0.05, 0.3, 60)
     for decoupled, traj in runs.items():
-        np.testing.assert_allclose(traj.numpy(), expected, rtol=1e-12, atol=1e-13,
-                                   err_msg=f"decoupled={decoupled}")
+        np.testing.assert_allclose(
+            traj.numpy(), expected, rtol=1e-12, atol=1e-13, err_msg=f"decoupled={decoupled}"
+        )
     np.testing.assert_allclose(runs[True].numpy(), runs[False].numpy(), rtol=1e-13, atol=1e-14)
 
 
@@ -123,8 +134,18 @@ def fit_snapshots(model, data, decoupled, momentum=0.0):
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    hist = fit(model, half_mse, data, lr=0.05, steps=60, weight_decay=0.3, decoupled=decoupled,
-               momentum=momentum, record_every=1, progress=False)
+    hist = fit(
+        model,
+        half_mse,
+        data,
+        lr=0.05,
+        steps=60,
+        weight_decay=0.3,
+        decoupled=decoupled,
+        momentum=momentum,
+        record_every=1,
+        progress=False,
+    )
     assert [s for s, _ in hist.snapshots] == list(range(61))
     return hist.snapshots
 
@@ -167,8 +188,18 @@ def test_adamw_differs_materially_from_adam_with_l2():
     results = {}
     for name, decoupled in (("adam", False), ("adamw", False), ("adam", True)):
         model = _linear(4)
-        fit(model, half_mse, data, optimizer=name, lr=lr, steps=steps, weight_decay=wd,
-            decoupled=decoupled, eval_every=steps, progress=False)
+        fit(
+            model,
+            half_mse,
+            data,
+            optimizer=name,
+            lr=lr,
+            steps=steps,
+            weight_decay=wd,
+            decoupled=decoupled,
+            eval_every=steps,
+            progress=False,
+        )
         results[(name, decoupled)] = model.weight.detach().numpy().ravel()
     adam_l2, adamw = results[("adam", False)], results[("adamw", False)]
     np.testing.assert_allclose(adam_l2, _numpy_adam(X, y, lr, wd, steps, False), rtol=1e-9)
@@ -196,8 +227,17 @@ def test_fista_reaches_liblinear_l1_logistic_optimum(cancer):
     assert 5 <= len(zeros_ref) <= 25  # α is chosen so that a good share of weights vanish
     for lr, steps in ((1.0 / lipschitz, 1500), ("auto", 1500)):
         model = _linear(30)
-        hist = fit(model, nn.BCEWithLogitsLoss(), data, optimizer="fista", lr=lr, steps=steps,
-                   penalty=L1(alpha), eval_every=500, progress=False)
+        hist = fit(
+            model,
+            nn.BCEWithLogitsLoss(),
+            data,
+            optimizer="fista",
+            lr=lr,
+            steps=steps,
+            penalty=L1(alpha),
+            eval_every=500,
+            progress=False,
+        )
         w = model.weight.detach().numpy().ravel()
         f = _logistic_l1_objective(X, y, w, alpha)
         assert abs(f - f_ref) / f_ref <= 1e-6, (lr, f, f_ref)
@@ -212,8 +252,17 @@ def test_subgradient_l1_has_no_exact_zeros_but_prox_does(cancer):
     zeros = {}
     for proximal in (False, True):
         model = _linear(30)
-        fit(model, nn.BCEWithLogitsLoss(), data, lr=1.0 / lipschitz, steps=400, penalty=L1(0.01),
-            proximal=proximal, eval_every=400, progress=False)
+        fit(
+            model,
+            nn.BCEWithLogitsLoss(),
+            data,
+            lr=1.0 / lipschitz,
+            steps=400,
+            penalty=L1(0.01),
+            proximal=proximal,
+            eval_every=400,
+            progress=False,
+        )
         zeros[proximal] = int((model.weight == 0).sum())
     assert zeros[False] == 0
     assert zeros[True] >= 5
@@ -230,8 +279,16 @@ def test_elastic_net_prox_matches_closed_form_for_orthogonal_design():
     z = X.T @ y / 50
     expected = np.sign(z) * np.maximum(np.abs(z) - alpha * rho, 0) / (1 + alpha * (1 - rho))
     model = _linear(6)
-    fit(model, half_mse, (torch.tensor(X), torch.tensor(y)), lr=0.5, steps=200,
-        penalty=ElasticNet(alpha, rho), eval_every=200, progress=False)
+    fit(
+        model,
+        half_mse,
+        (torch.tensor(X), torch.tensor(y)),
+        lr=0.5,
+        steps=200,
+        penalty=ElasticNet(alpha, rho),
+        eval_every=200,
+        progress=False,
+    )
     w = model.weight.detach().numpy().ravel()
     np.testing.assert_allclose(w, expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(w == 0, expected == 0)
@@ -244,8 +301,17 @@ def test_penalty_params_decayed_leaves_bias_alone_and_all_includes_it():
     biases = {}
     for which in ("decayed", "all"):
         model = _linear(3, bias=True)
-        fit(model, half_mse, (X, y), lr=0.3, steps=200, penalty=L1(0.1), penalty_params=which,
-            eval_every=200, progress=False)
+        fit(
+            model,
+            half_mse,
+            (X, y),
+            lr=0.3,
+            steps=200,
+            penalty=L1(0.1),
+            penalty_params=which,
+            eval_every=200,
+            progress=False,
+        )
         biases[which] = model.bias.item()
         assert torch.all(model.weight == 0)
     assert biases["all"] == 0.0
@@ -277,8 +343,17 @@ def test_fista_optimizer_standalone_lasso_orthogonal():
 def test_biased_prox_combinations_warn(optimizer, momentum):
     X = torch.randn(10, 2, dtype=torch.float64)
     with pytest.warns(TheoryWarning, match="L1 prox"):
-        fit(_linear(2), half_mse, (X, X.sum(1)), optimizer=optimizer, momentum=momentum,
-            lr=0.01, steps=2, penalty=L1(0.1), progress=False)
+        fit(
+            _linear(2),
+            half_mse,
+            (X, X.sum(1)),
+            optimizer=optimizer,
+            momentum=momentum,
+            lr=0.01,
+            steps=2,
+            penalty=L1(0.1),
+            progress=False,
+        )
 
 
 def test_heavy_ball_prox_settles_at_the_optimum_for_alpha_times_one_minus_momentum():
@@ -292,8 +367,17 @@ def test_heavy_ball_prox_settles_at_the_optimum_for_alpha_times_one_minus_moment
     alpha, mu = 0.2, 0.5
     model = _linear(5)
     with pytest.warns(TheoryWarning):
-        fit(model, half_mse, (torch.tensor(X), torch.tensor(y)), lr=0.3, momentum=mu,
-            steps=400, penalty=L1(alpha), eval_every=400, progress=False)
+        fit(
+            model,
+            half_mse,
+            (torch.tensor(X), torch.tensor(y)),
+            lr=0.3,
+            momentum=mu,
+            steps=400,
+            penalty=L1(alpha),
+            eval_every=400,
+            progress=False,
+        )
     w = model.weight.detach().numpy().ravel()
     biased = np.sign(z) * np.maximum(np.abs(z) - alpha * (1 - mu), 0)
     exact = np.sign(z) * np.maximum(np.abs(z) - alpha, 0)
@@ -316,8 +400,9 @@ def test_minibatches_are_a_fresh_permutation_each_epoch():
             seen.append([int(v) for v in target])
         return half_mse(pred, target)
 
-    hist = fit(model, loss_fn, (X, y), lr=1e-4, epochs=3, batch_size=batch, eval_every=100,
-               progress=False)
+    hist = fit(
+        model, loss_fn, (X, y), lr=1e-4, epochs=3, batch_size=batch, eval_every=100, progress=False
+    )
     assert hist.steps_done == 9 and [len(b) for b in seen] == [10, 10, 5] * 3
     epochs = [sum(seen[3 * e : 3 * e + 3], []) for e in range(3)]
     for order in epochs:
@@ -329,8 +414,7 @@ def test_minibatches_are_a_fresh_permutation_each_epoch():
     fit(_linear(1), loss_fn, (X, y), lr=1e-4, epochs=3, batch_size=batch, progress=False)
     assert again == first
     seen = []
-    fit(_linear(1), loss_fn, (X, y), lr=1e-4, epochs=1, batch_size=batch, seed=1,
-        progress=False)
+    fit(_linear(1), loss_fn, (X, y), lr=1e-4, epochs=1, batch_size=batch, seed=1, progress=False)
     assert sum(seen, []) != epochs[0]
 
 
@@ -339,8 +423,17 @@ def test_history_records_eval_grid_snapshots_and_final_step():
     X = torch.tensor(rng.normal(size=(20, 3)))
     y = torch.tensor(rng.normal(size=20))
     model = _linear(3, bias=True)
-    hist = fit(model, half_mse, (X, y), val_data=(X[:5], y[:5]), lr=0.1, steps=23, eval_every=5,
-               record_every=10, progress=False)
+    hist = fit(
+        model,
+        half_mse,
+        (X, y),
+        val_data=(X[:5], y[:5]),
+        lr=0.1,
+        steps=23,
+        eval_every=5,
+        record_every=10,
+        progress=False,
+    )
     assert hist.step == [0, 5, 10, 15, 20, 23]
     assert len(hist.train_loss) == len(hist.val_loss) == len(hist.objective) == 6
     assert [s for s, _ in hist.snapshots] == [0, 10, 20, 23]
@@ -364,20 +457,45 @@ def test_early_stopping_stops_restores_best_and_is_always_finalized():
     # Fitting y makes the loss on −y grow from the first step: best is step 0.
     model = _linear(3)
     es = EarlyStopping(patience=3)
-    hist = fit(model, half_mse, (X, y), val_data=(X, -y), lr=0.1, steps=100,
-               early_stopping=es, progress=False)
+    hist = fit(
+        model,
+        half_mse,
+        (X, y),
+        val_data=(X, -y),
+        lr=0.1,
+        steps=100,
+        early_stopping=es,
+        progress=False,
+    )
     assert hist.stop_reason == "patience" and hist.best_step == 0 and hist.step[-1] == 3
     assert torch.all(model.weight == 0)  # restored to the step-0 weights
     # Reusing the stopped instance in a fresh run starts over (no instant stop).
-    hist = fit(_linear(3), half_mse, (X, y), val_data=(X, y), lr=0.1, steps=5,
-               early_stopping=es, progress=False)
+    hist = fit(
+        _linear(3),
+        half_mse,
+        (X, y),
+        val_data=(X, y),
+        lr=0.1,
+        steps=5,
+        early_stopping=es,
+        progress=False,
+    )
     assert hist.stop_reason is None and hist.best_step == 5
 
     # A run that ends without stopping still gets the best weights back (on_train_end).
     model = _linear(3)
     es = EarlyStopping(patience=1000, monitor="val_loss")
-    hist = fit(model, half_mse, (X, y), val_data=(X, -y), lr=0.1, steps=10,
-               early_stopping=es, record_every=1, progress=False)
+    hist = fit(
+        model,
+        half_mse,
+        (X, y),
+        val_data=(X, -y),
+        lr=0.1,
+        steps=10,
+        early_stopping=es,
+        record_every=1,
+        progress=False,
+    )
     assert hist.stop_reason is None and hist.best_step == 0
     assert torch.all(model.weight == 0) and not torch.all(hist.snapshots[-1][1] == 0)
 
@@ -388,8 +506,9 @@ def test_early_stopping_on_train_loss_threshold():
     y = X @ torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
     es = EarlyStopping(monitor="train_loss", stopping_threshold=1e-3)
     model = _linear(3)
-    hist = fit(model, half_mse, (X, y), lr=0.1, steps=1000, early_stopping=es, eval_every=2,
-               progress=False)
+    hist = fit(
+        model, half_mse, (X, y), lr=0.1, steps=1000, early_stopping=es, eval_every=2, progress=False
+    )
     assert hist.stop_reason == "threshold"
     assert hist.train_loss[-1] <= 1e-3 < hist.train_loss[-2]
     assert hist.step[-1] % 2 == 0 and hist.step[-1] < 1000
@@ -429,8 +548,15 @@ def test_optimizer_factory_and_l2_penalty_equal_weight_decay():
     y = torch.tensor(rng.normal(size=30))
     a, b = _linear(3), _linear(3)
     fit(a, half_mse, (X, y), lr=0.1, steps=50, weight_decay=0.2, progress=False)
-    fit(b, half_mse, (X, y), steps=50, penalty=L2(0.2), progress=False,
-        optimizer=lambda groups: torch.optim.SGD(groups, lr=0.1))
+    fit(
+        b,
+        half_mse,
+        (X, y),
+        steps=50,
+        penalty=L2(0.2),
+        progress=False,
+        optimizer=lambda groups: torch.optim.SGD(groups, lr=0.1),
+    )
     torch.testing.assert_close(a.weight, b.weight, rtol=1e-12, atol=1e-14)
 
 
@@ -516,8 +642,9 @@ def test_non_finite_loss_records_each_step_once(optimizer):
         return half_mse(output, target)
 
     with pytest.warns(ConvergenceWarning, match="non-finite"):
-        hist = fit(_linear(3), loss_fn, (X, y), optimizer=optimizer, lr=0.1, steps=10,
-                   progress=False)
+        hist = fit(
+            _linear(3), loss_fn, (X, y), optimizer=optimizer, lr=0.1, steps=10, progress=False
+        )
     assert hist.stop_reason == "non-finite"
     assert len(hist.step) == len(set(hist.step))
     assert hist.step == sorted(hist.step)

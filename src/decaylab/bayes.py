@@ -548,15 +548,12 @@ def ggn_spectrum(
 
     from decaylab.curvature import GGNOperator, dense_ggn, eigen, resolve_loss
     from decaylab.curvature import trace as op_trace
-    from decaylab.training import _as_data
+    from decaylab._inputs import as_tensor_pair
 
     if structure not in _STRUCTURES:
         raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")
     likelihood, loss = _likelihood_of(resolve_loss(loss_fn))
-    X, y = _as_data(data, "data")
-    for label, t in (("X", X), ("y", y)):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"data contains NaN or inf in {label}")
+    X, y = as_tensor_pair(data, "data")
     names = _selected_names(model, params)
     max_dense = int(check_scalar(max_dense, "max_dense", low=1, integer=True))
     with torch.no_grad():

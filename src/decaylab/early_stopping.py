@@ -129,6 +129,17 @@ class EarlyStopping:
     (2.0, 1, 3, <StopReason.PATIENCE: 'patience'>)
     """
 
+    # Progress, set by reset() (types declared here, once, for the type checker).
+    best: float | None
+    best_step: int | None
+    wait: int
+    should_stop: bool
+    stopped_step: int | None
+    reason: StopReason | None
+    best_state: dict[str, torch.Tensor] | None
+    _best_state_step: int | None
+    _n_checks: int
+
     def __init__(
         self,
         monitor: str = "val_loss",
@@ -217,7 +228,7 @@ class EarlyStopping:
         if step is None:
             s = self._n_checks
         else:
-            s = check_scalar(step, "step", low=0, integer=True)
+            s = int(check_scalar(step, "step", low=0, integer=True))
         self._n_checks += 1
         if self.should_stop:
             return True
@@ -236,16 +247,20 @@ class EarlyStopping:
             if self.restore_best:
                 # Without the model the stored copy would be from an older, worse check:
                 # drop it so that restoring warns instead of silently loading the wrong weights.
-                self.best_state = None if model is None else {
-                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-                }
+                self.best_state = (
+                    None
+                    if model is None
+                    else {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                )
                 self._best_state_step = None if model is None else s
         else:
             self.wait += 1
 
-        if self.stopping_threshold is not None and not self._better(
-            self.stopping_threshold, current
-        ) and not math.isnan(current):
+        if (
+            self.stopping_threshold is not None
+            and not self._better(self.stopping_threshold, current)
+            and not math.isnan(current)
+        ):
             return self._stop(s, StopReason.THRESHOLD)
         if self.divergence_threshold is not None and self._better(
             self.divergence_threshold, current
@@ -268,8 +283,7 @@ class EarlyStopping:
         """
         if self.best_state is None:
             raise RuntimeError(
-                "EarlyStopping has no best weights to restore: "
-                + self._why_no_best_state()
+                "EarlyStopping has no best weights to restore: " + self._why_no_best_state()
             )
         current = model.state_dict()
         mapped = {
@@ -322,14 +336,14 @@ class EarlyStopping:
 
     def reset(self) -> None:
         """Forget all progress (best, wait, stop, stored weights); keep the configuration."""
-        self.best: float | None = None
-        self.best_step: int | None = None
+        self.best = None
+        self.best_step = None
         self.wait = 0
         self.should_stop = False
-        self.stopped_step: int | None = None
-        self.reason: StopReason | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self._best_state_step: int | None = None
+        self.stopped_step = None
+        self.reason = None
+        self.best_state = None
+        self._best_state_step = None
         self._n_checks = 0
 
     def state_dict(self) -> dict[str, Any]:
@@ -384,8 +398,18 @@ class EarlyStopping:
         if not isinstance(state_dict, dict):
             raise ValueError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         required = {
-            "version", "monitor", "mode", "best", "best_step", "wait", "should_stop",
-            "stopped_step", "reason", "n_checks", "best_state", "best_state_step",
+            "version",
+            "monitor",
+            "mode",
+            "best",
+            "best_step",
+            "wait",
+            "should_stop",
+            "stopped_step",
+            "reason",
+            "n_checks",
+            "best_state",
+            "best_state_step",
         }
         missing = sorted(required - set(state_dict))
         if missing:

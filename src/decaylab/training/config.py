@@ -172,9 +172,13 @@ def _check_no_broadcast(
         return
     distinct = torch.arange(prediction.numel(), dtype=prediction.dtype, device=prediction.device)
     spread = prediction + 0.1 * distinct.reshape(prediction.shape)
+    shapes = f"predictions of shape {tuple(prediction.shape)}, targets y {tuple(target.shape)}"
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch's own broadcast warning
-        as_is = float(checked_loss(loss_fn(spread, target)))
+        try:
+            as_is = float(checked_loss(loss_fn(spread, target)))
+        except (ValueError, RuntimeError) as exc:  # a loss that refuses the shapes itself
+            raise ValueError(f"{name}: loss_fn refuses the {shapes} ({exc})") from exc
         reshaped = float(checked_loss(loss_fn(spread.reshape(target.shape), target)))
     if not math.isclose(as_is, reshaped, rel_tol=1e-6, abs_tol=1e-12):
         grown = tuple(torch.broadcast_shapes(prediction.shape, target.shape))

@@ -83,11 +83,13 @@ def fit(
     Parameters
     ----------
     model : nn.Module
-    loss_fn : callable ``(prediction, target) -> 0-d tensor``
+    loss_fn : callable ``(prediction, target) -> 0-d tensor``, or a loss name
         Must return the **mean** loss over the batch (e.g. :func:`half_mse`,
         ``nn.BCEWithLogitsLoss()``, ``nn.CrossEntropyLoss()``).
-    train_data, val_data : (X, y) tensors
-        Same first dimension. ``val_data`` is only evaluated.
+    train_data, val_data : (X, y) tensors or numpy arrays
+        Same first dimension, finite. ``val_data`` is only evaluated. Recorded losses are the
+        loss of the whole set as one call of ``loss_fn`` gives it (chunks weighted by the
+        loss's own normalizer, e.g. class weights and ``ignore_index`` of a cross-entropy).
     optimizer : {"sgd", "adam", "adamw", "fista"} or callable
     lr : float or "auto"
         ``> 0``. ``"auto"`` (FISTA only) uses a backtracking line search.
@@ -140,9 +142,21 @@ def fit(
     Raises
     ------
     ValueError
-        Bad arguments (the message names the argument); ``resume=True`` with an empty or
-        foreign ``checkpoint_dir`` (:class:`~decaylab.checkpoint.CheckpointError`) or an unsafe
-        checkpoint file (:class:`~decaylab.checkpoint.UnsafeCheckpointError`).
+        Bad arguments (the message names the argument), all before any step: NaN/inf in
+        ``train_data``/``val_data``, targets the loss would broadcast against the predictions,
+        a sum-reduced loss (module or callable, found by a mean-loss probe), an optimizer class
+        instead of a factory, a factory optimizer that would ignore ``weight_decay``;
+        ``resume=True`` with an empty or foreign ``checkpoint_dir``
+        (:class:`~decaylab.checkpoint.CheckpointError`) or an unsafe checkpoint file
+        (:class:`~decaylab.checkpoint.UnsafeCheckpointError`).
+
+    Warns
+    -----
+    ConvergenceWarning
+        The run ended ``stop_reason="non-finite"`` (loss or final weights), or FISTA's
+        ``lr="auto"`` search gave up at a step (``History.line_search_failures``).
+    TheoryWarning
+        An L1 prox after heavy-ball or Adam steps (biased, see docs/training.md).
 
     Examples
     --------

@@ -50,7 +50,9 @@ class Progress:
     def update(self, step: int, **fields: Any) -> None:
         if self._bar is not None:
             shown = {k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in fields.items()}
-            self._bar.update(self._task, completed=step, **shown)
+            # rich's update(**fields) takes arbitrary extra fields; mypy matches them to its
+            # named keyword parameters instead.
+            self._bar.update(self._task, completed=step, **shown)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._bar is not None:

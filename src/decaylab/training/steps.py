@@ -33,7 +33,8 @@ Objective = Callable[[], torch.Tensor]
 class StepRule(Protocol):
     """What the loop needs from a step rule."""
 
-    optimizer: torch.optim.Optimizer
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
 
     def __call__(self, objective: Objective) -> torch.Tensor: ...
 
