@@ -81,8 +81,9 @@ def as_float64(
                 f"{name} must have {' or '.join(map(str, allowed))} dimension(s), "
                 f"got shape {arr.shape}"
             )
-    if allow_inf and np.any(np.isnan(arr)):
-        raise ValueError(f"{name} must not be NaN, got NaN in {_show(arr)}")
+    if np.any(np.isnan(arr)):
+        also = "" if allow_inf else f" ({name} must be finite)"
+        raise ValueError(f"{name} must not be NaN{also}, got NaN in {_show(arr)}")
     if not allow_inf and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got NaN or inf in {_show(arr)}")
     return arr
