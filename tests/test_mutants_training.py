@@ -102,3 +102,31 @@ def test_fista_line_search_gives_up_after_100_trials_and_warns():
     assert opt.line_search_failures == 1
     assert opt.param_groups[0]["lr"] == 2.0**-100
     assert calls[0] == 1 + 100  # the point y, then one closure call per trial
+
+
+def test_fit_checkpoints_every_100_steps_by_default(tmp_path):
+    """A run that crashes at step 150 leaves the checkpoint of step 100 (the default interval)."""
+    from decaylab import Callback
+    from decaylab.checkpoint import load_checkpoint
+    from decaylab.training import fit, half_mse
+
+    class Crash(Callback):
+        def on_step_end(self, state) -> None:
+            if state.step == 150:
+                raise KeyboardInterrupt
+
+    X = torch.randn(16, 2, dtype=torch.float64)
+    y = X.sum(1, keepdim=True)
+    model = torch.nn.Linear(2, 1).double()
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            model,
+            half_mse,
+            (X, y),
+            steps=400,
+            eval_every=50,
+            checkpoint_dir=tmp_path,
+            callbacks=[Crash()],
+            progress=False,
+        )
+    assert load_checkpoint(tmp_path)["step"] == 100
