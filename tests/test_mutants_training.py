@@ -105,7 +105,7 @@ def test_fista_line_search_gives_up_after_100_trials_and_warns():
 
 
 def test_fit_checkpoints_every_100_steps_by_default(tmp_path):
-    """A run that crashes at step 170 leaves the checkpoint of step 100 (every 50 would leave 150)."""
+    """A crash at step 170 leaves the checkpoint of step 100 (every 50 would leave 150)."""
     from decaylab import Callback
     from decaylab.checkpoint import load_checkpoint
     from decaylab.training import fit, half_mse
