@@ -100,6 +100,55 @@ def test_laplace_prior_map_equals_lasso_with_that_alpha():
     assert np.all(np.abs(grad_lik[~nonzero]) <= 1 / b + 1e-6)
 
 
+@pytest.mark.parametrize("beta", [0.25, 4.0])
+def test_laplace_prior_with_noise_precision_equals_lasso(beta):
+    """With noise precision beta the log-likelihood gradient is beta X^T (y - Xw)."""
+    rng = np.random.default_rng(2)
+    n, d = 60, 5
+    X = rng.normal(size=(n, d))
+    y = X @ np.array([1.5, 0.0, -1.0, 0.05, 0.0]) + rng.normal(size=n)
+    b = 0.05 / beta  # so that alpha = 1/3 either way: a few exact zeros
+    alpha = float(alpha_from_laplace_prior(b, n, noise_precision=beta))
+    w = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=100_000).fit(X, y).coef_
+    assert 0 < int((w == 0).sum()) < d
+    grad_lik = beta * X.T @ (y - X @ w)
+    nonzero = w != 0
+    assert np.allclose(grad_lik[nonzero] - np.sign(w[nonzero]) / b, 0.0, atol=1e-6)
+    assert np.all(np.abs(grad_lik[~nonzero]) <= 1 / b + 1e-6)
+
+
+def _mackay_loop(X, y, tol, max_iter=1000):
+    """The fixed point of evidence_ridge's docstring, written out with dense numpy solves."""
+    X = X - X.mean(axis=0)
+    y = y - y.mean()
+    n, d = X.shape
+    s2 = np.linalg.eigvalsh(X.T @ X)
+    delta, beta = 1.0, 1.0 / (np.var(y) + np.finfo(float).eps)
+    for it in range(1, max_iter + 1):
+        m = np.linalg.solve(X.T @ X + (delta / beta) * np.eye(d), X.T @ y)
+        gamma = np.sum(beta * s2 / (delta + beta * s2))
+        new_delta = gamma / (m @ m)
+        new_beta = (n - gamma) / np.sum((y - X @ m) ** 2)
+        change = max(abs(new_delta - delta) / new_delta, abs(new_beta - beta) / new_beta)
+        delta, beta = new_delta, new_beta
+        if change < tol:
+            return delta, beta, it
+    return delta, beta, max_iter
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-6])
+def test_evidence_ridge_follows_the_documented_iteration_step_for_step(tol):
+    """Same start (delta = 1, beta = 1/var y), same stopping rule: the same iteration count."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 6))
+    y = X @ (0.05 * rng.normal(size=6)) + rng.normal(size=40)  # slow: ~100s of iterations
+    delta, beta, n_iter = _mackay_loop(X, y, tol)
+    res = evidence_ridge(X, y, tol=tol)
+    assert res.converged and res.n_iter == n_iter
+    assert res.prior_precision == pytest.approx(delta, rel=1e-9)
+    assert res.noise_precision == pytest.approx(beta, rel=1e-9)
+
+
 # --------------------------------------------------------------------------- evidence
 
 

@@ -230,3 +230,108 @@ def test_diagonal_standard_error_uses_the_bessel_correction():
         break
     else:
         pytest.fail("every seed drew identical probes")
+
+
+# --------------------------------------------------------------------------- fit's defaults
+
+
+def _linear_task():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(30, 3))
+    y = X @ np.array([1.0, -0.5, 2.0]) + 0.1 * rng.normal(size=30)
+    w0 = np.array([0.3, -0.2, 0.1])
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(w0[None, :]))
+    return X, y, w0, model
+
+
+def _grad(X, y, w):
+    """Gradient of the mean ½ squared error: Xᵀ(Xw − y) / N."""
+    return X.T @ (X @ w - y) / len(y)
+
+
+def test_fit_defaults_are_plain_sgd_with_lr_0_1_and_coupled_decay():
+    from decaylab.training import fit, half_mse
+
+    X, y, w, model = _linear_task()
+    fit(
+        model,
+        half_mse,
+        (torch.tensor(X), torch.tensor(y)),
+        steps=3,
+        weight_decay=0.05,
+        progress=False,
+    )
+    for _ in range(3):  # explicit loop: w ← w − 0.1 (∇J(w) + 0.05 w), no momentum
+        w = w - 0.1 * (_grad(X, y, w) + 0.05 * w)
+    np.testing.assert_allclose(model.weight.detach().numpy()[0], w, rtol=1e-12)
+
+
+def test_fit_default_decay_with_adam_is_coupled_l2():
+    from decaylab.training import fit, half_mse
+
+    X, y, w, model = _linear_task()
+    fit(
+        model,
+        half_mse,
+        (torch.tensor(X), torch.tensor(y)),
+        optimizer="adam",
+        lr=0.01,
+        steps=3,
+        weight_decay=0.5,
+        progress=False,
+    )
+    m, v = np.zeros(3), np.zeros(3)
+    for t in range(1, 4):  # torch's Adam with L2 in the gradient (not AdamW)
+        g = _grad(X, y, w) + 0.5 * w
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        w = w - 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(model.weight.detach().numpy()[0], w, rtol=1e-10)
+
+
+def test_trace_and_diagonal_default_budget_and_methods():
+    """Hutch++ and Diag++ with 100 products: equal to the explicit call, and more accurate
+    on a matrix with a dominant part than the plain estimators at the same budget."""
+    from decaylab.curvature.stochastic import diagonal, trace
+
+    gen = torch.Generator().manual_seed(1)
+    U = torch.randn(300, 5, generator=gen, dtype=torch.float64)
+    noise = torch.randn(300, 300, generator=gen, dtype=torch.float64) * 0.01
+    H = U @ torch.diag(torch.tensor([50.0, 40.0, 30.0, 20.0, 10.0], dtype=torch.float64)) @ U.T
+    H = H + (noise + noise.T) / 2
+    tr, dg = trace(H), diagonal(H)
+    assert tr.n_matvecs == dg.n_matvecs == 100
+    assert tr.method == "hutch++" and dg.method == "diag++"
+    explicit = trace(H, n_matvecs=100, method="hutch++", seed=0)
+    assert tr.estimate == explicit.estimate
+    exact_tr, exact_dg = float(torch.trace(H)), torch.diagonal(H)
+    # Low-rank part captured exactly: far below the plain estimators' error.
+    assert abs(tr.estimate - exact_tr) < 1e-3 * abs(exact_tr)
+    assert float((dg.estimate - exact_dg).abs().max()) < 1e-2 * float(exact_dg.abs().max())
+
+
+def test_eigen_certificate_is_relative_to_each_eigenvalue_down_to_1e_6_norm():
+    """Small eigenvalues are certified relative to themselves (floor 1e-6 ‖H‖), not to ‖H‖.
+
+    The smallest end of this spectrum (1e-5 … 1e-4 under a bulk at 0.5 … 1) is slow to
+    converge; a pair flagged converged must still meet ``tol · max(|θ|, 1e-6 ‖H‖)`` and so
+    be within ``tol`` relative of numpy's eigenvalue.
+    """
+    from decaylab.curvature.lanczos import eigen
+
+    vals = np.concatenate([np.linspace(1e-5, 1e-4, 40), np.linspace(0.5, 1.0, 160)])
+    Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(200, 200)))
+    H = torch.tensor((Q * vals) @ Q.T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the slow pairs are flagged
+        res = eigen(H, k=3, which="smallest")
+    ref = np.sort(np.linalg.eigvalsh(H.numpy()))[:3]
+    theta, resid = np.asarray(res.eigenvalues), np.asarray(res.residuals)
+    certified = np.asarray(res.converged)
+    assert certified.any()
+    bound = 1e-3 * np.maximum(np.abs(theta), 1e-6 * vals.max())
+    assert np.all(resid[certified] <= bound[certified])
+    order = np.argsort(theta)
+    rel = np.abs(theta[order] - ref) / ref
+    assert np.all(rel[certified[order]] <= 1e-3)

@@ -12,6 +12,8 @@ Convention (also in docs/conventions.md, "Code blocks in the docs"):
       model = torch.nn.Linear(3, 1)
       -->
 
+* A block that another test already runs (e.g. one needing an optional extra) is marked with
+  ``<!-- docs-test elsewhere: tests/test_x.py -->`` right above it; that file must read this one.
 * A block that cannot run here is fenced as ```` ```python no-run: <reason> ````; the reason is
   required (a test fails without one). GitHub still highlights it as Python.
 
@@ -31,6 +33,7 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
 _SETUP = re.compile(r"<!--\s*docs-test setup:(?P<why>[^\n]*)\n(?P<code>.*?)-->", re.DOTALL)
+_ELSEWHERE = re.compile(r"<!--\s*docs-test elsewhere:\s*(?P<test>\S+)\s*-->")
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Block:
     info: str
     code: str
     setup: str  # hidden setup code placed right before the block ("" if none)
+    elsewhere: str = ""  # the test file that runs this block instead ("" if none)
 
     @property
     def language(self) -> str:
@@ -77,8 +81,12 @@ def extract_blocks(path: Path) -> list[Block]:
         setup = ""
         if setups and not between[setups[-1].end() :].strip():
             setup = setups[-1]["code"]
+        others = list(_ELSEWHERE.finditer(between))
+        elsewhere = ""
+        if others and not between[others[-1].end() :].strip():
+            elsewhere = others[-1]["test"]
         code = "\n".join(line[len(m["indent"]) :] for line in lines[start + 1 : j])
-        blocks.append(Block(path, start + 1, info, code, setup))
+        blocks.append(Block(path, start + 1, info, code, setup, elsewhere))
         i = last_end = j + 1
     return blocks
 
@@ -128,7 +136,7 @@ def test_python_blocks_run_as_written(path, tmp_path, monkeypatch):
     namespace: dict[str, object] = {"__name__": "__docs__"}
     ran = 0
     for block in _python_blocks(path):
-        if block.no_run_reason is not None:
+        if block.no_run_reason is not None or block.elsewhere:
             continue
         for label, source in (("setup before", block.setup), ("block at", block.code)):
             if not source.strip():
@@ -140,7 +148,16 @@ def test_python_blocks_run_as_written(path, tmp_path, monkeypatch):
                     f"{label} {block.where} fails as written: {type(exc).__name__}: {exc}"
                 ) from exc
         ran += 1
-    assert ran or all(b.no_run_reason for b in _python_blocks(path))
+    assert ran or all(b.no_run_reason or b.elsewhere for b in _python_blocks(path))
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_blocks_run_elsewhere_name_a_test_that_reads_this_file(path):
+    for block in _python_blocks(path):
+        if block.elsewhere:
+            test = ROOT / block.elsewhere
+            assert test.is_file(), f"{block.where}: {block.elsewhere} does not exist"
+            assert path.name in test.read_text(), f"{block.elsewhere} does not read {path.name}"
 
 
 # --------------------------------------------------------------------------- links

@@ -250,6 +250,10 @@ def test_penalty_bad_arguments(ctor, name):
         (lambda: param_groups(nn.Linear(2, 2), 0.1, exclude_bias="no"), "exclude_bias"),
         (lambda: param_groups(nn.Linear(2, 2), 0.1, exclude_norm=0), "exclude_norm"),
         (lambda: param_groups(nn.Linear(2, 2), 0.1, exclude_1d=None), "exclude_1d"),
+        (
+            lambda: decay_report([{"params": [torch.ones(2)], "weight_decay": "0.1"}]),
+            r"groups\[0\]\['weight_decay'\]",
+        ),
     ],
 )
 def test_strings_bools_and_nan_are_refused_naming_the_argument(call, name):

@@ -162,8 +162,15 @@ def test_eigh_descending_matches_numpy():
 
 def test_eigh_descending_accepts_float32_rounding():
     H = torch.tensor([[2.0, 0.5], [0.5000001, 1.0]], dtype=torch.float32)
-    vals, _ = eigh_descending(H)
-    assert vals.dtype == np.float64 and vals[0] > vals[1]
+    vals, vecs = eigh_descending(H)
+    # Independent: the 2x2 closed form on the symmetric part, (tr ± sqrt(tr² − 4 det)) / 2.
+    a, b, d = 2.0, (0.5 + float(np.float32(0.5000001))) / 2, 1.0
+    root = np.sqrt((a + d) ** 2 - 4 * (a * d - b * b))
+    np.testing.assert_allclose(vals, [(a + d + root) / 2, (a + d - root) / 2], rtol=1e-12)
+    assert vals.dtype == np.float64 and np.allclose(vecs.T @ vecs, np.eye(2), atol=1e-12)
+    # The same asymmetry is refused in float64, whose rounding cannot explain it.
+    with pytest.raises(ValueError, match="symmetric"):
+        eigh_descending(H.double() + torch.tensor([[0.0, 0.0], [1e-3, 0.0]], dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- early stopping
@@ -432,3 +439,26 @@ def test_good_inputs_do_not_warn(no_warnings):
     l1_solution(W2, [1.0, 2.0], [0.0, 0.5])
     # rounding noise below zero in a PSD eigenvalue is not a negative eigenvalue
     shrink_factors([3.0, -1e-17], 0.1)
+
+
+def test_step_size_exactly_two_over_lambda_max_warns_divergence():
+    # lr * lambda_max = 2 exactly: the iterate oscillates forever, documented as ">= 2".
+    with pytest.warns(TheoryWarning, match="does not converge"):
+        early_stopping_alpha([4.0, 1.0], 0.5, 3)
+    with pytest.warns(TheoryWarning, match="does not converge"):
+        gd_iterate(W2, 0.5, 3, hessian=np.diag([4.0, 1.0]))
+
+
+def test_negative_eigenvalue_tolerance_is_rounding_level(no_warnings):
+    # -1e-15 of a unit spectrum is rounding (no warning); -1e-6 is a real negative direction.
+    shrink_factors([1.0, 0.5, -1e-15], 0.1)
+    with pytest.warns(TheoryWarning, match="negative"):
+        shrink_factors([1.0, 0.5, -1e-6], 0.1)
+
+
+def test_eigvecs_must_be_orthonormal_to_sqrt_eps():
+    c, s_ = np.cos(0.3), np.sin(0.3)
+    Q = np.array([[c, -s_], [s_, c]])
+    l2_solution(W2, 0.1, eigvals=[2.0, 1.0], eigvecs=Q)  # orthonormal: accepted
+    with pytest.raises(ValueError, match="orthonormal"):
+        l2_solution(W2, 0.1, eigvals=[2.0, 1.0], eigvecs=Q * (1 + 1e-4))  # 1e-4 off: refused

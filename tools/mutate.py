@@ -349,8 +349,8 @@ CURATED: list[Mutant] = [
     _m(
         "regularize",
         "regularize.py",
-        '        decayed = float(group["weight_decay"]) > 0',
-        '        decayed = float(group["weight_decay"]) >= 0',
+        "low=0.0) > 0",
+        "low=0.0) >= 0",
         "decayed iff weight_decay > 0",
     ),
     _m(
@@ -491,6 +491,191 @@ def _load_more_curated() -> None:
         ]
     )
 
+    ev, lp, fi, rg = (
+        "training/evaluation.py",
+        "training/loop.py",
+        "training/fista.py",
+        "training/regularization.py",
+    )
+    CURATED.extend(
+        [
+            _m(
+                "training",
+                ev,
+                "total += float(checked_loss(loss_fn(model(xb), yb))) * w",
+                "total += float(checked_loss(loss_fn(model(xb), yb)))",
+                "recorded loss: chunks weighted by their normalizer (issue 13 case 8)",
+            ),
+            _m(
+                "training",
+                ev,
+                "        total_weight += w",
+                "        total_weight += 1",
+                "recorded loss divides by the total weight, not the chunk count",
+            ),
+            _m(
+                "training",
+                ev,
+                "    return 0.5 * torch.mean((prediction - target) ** 2)",
+                "    return torch.mean((prediction - target) ** 2)",
+                "half_mse is ½ the MSE",
+            ),
+            _m(
+                "training",
+                rg,
+                "            total += 0.5 * wd * sum(",
+                "            total += wd * sum(",
+                "objective adds (α/2)‖w_d‖²",
+            ),
+            _m(
+                "training",
+                lp,
+                "    lr: float | str = 0.1,",
+                "    lr: float | str = 0.01,",
+                "fit's default lr is 0.1",
+            ),
+            _m(
+                "training",
+                lp,
+                "    eval_every: int = 1,",
+                "    eval_every: int = 2,",
+                "fit evaluates every step by default",
+            ),
+            _m(
+                "training",
+                lp,
+                "    proximal: bool = True,",
+                "    proximal: bool = False,",
+                "L1 is applied by its prox by default",
+            ),
+            _m(
+                "training",
+                lp,
+                "    momentum: float = 0.0,",
+                "    momentum: float = 0.5,",
+                "no momentum by default",
+            ),
+            _m(
+                "training",
+                lp,
+                "    decoupled: bool = False,",
+                "    decoupled: bool = True,",
+                "weight decay is coupled by default",
+            ),
+            _m(
+                "training",
+                fi,
+                "        backtrack: float = 2.0,",
+                "        backtrack: float = 4.0,",
+                "FISTA halves the step when backtracking",
+            ),
+            _m(
+                "training",
+                fi,
+                "        restart: bool = True,",
+                "        restart: bool = False,",
+                "FISTA restarts by default",
+            ),
+            _m(
+                "training",
+                fi,
+                "MAX_BACKTRACKS = 100",
+                "MAX_BACKTRACKS = 10",
+                "line search gives up (and warns) after 100 trials",
+            ),
+            _m(
+                "training",
+                fi,
+                "            beta = (t - 1.0) / t_next",
+                "            beta = t / t_next",
+                "FISTA momentum (t_k - 1)/t_{k+1}",
+            ),
+            _m(
+                "training",
+                "training/config.py",
+                "DEFAULT_CHECKPOINT_EVERY = 100",
+                "DEFAULT_CHECKPOINT_EVERY = 50",
+                "checkpoint every 100 steps by default",
+            ),
+        ]
+    )
+    la, st, op = "curvature/lanczos.py", "curvature/stochastic.py", "curvature/operators.py"
+    CURATED.extend(
+        [
+            _m(
+                "curvature",
+                la,
+                "    tol: float = 1e-3,\n    max_matvecs",
+                "    tol: float = 1e-2,\n    max_matvecs",
+                "eigen's default tol is 1e-3",
+            ),
+            _m(
+                "curvature",
+                la,
+                "    check_complete: bool = True,",
+                "    check_complete: bool = False,",
+                "eigen checks completeness by default",
+            ),
+            _m(
+                "curvature",
+                la,
+                "_NORM_FLOOR = 1e-6",
+                "_NORM_FLOOR = 1e-3",
+                "certificate: residual <= tol max(|θ|, 1e-6 ‖H‖)",
+            ),
+            _m(
+                "curvature",
+                la,
+                "(residuals <= thresh).to(torch.int64)",
+                "(residuals <= 10 * thresh).to(torch.int64)",
+                "a pair is certified at tol",
+            ),
+            _m(
+                "curvature",
+                st,
+                "    var = m2 / (n_probe - 1)",
+                "    var = m2 / n_probe",
+                "diagonal's standard error uses Bessel's correction",
+            ),
+            _m(
+                "curvature",
+                st,
+                "def trace(op: Any, n_matvecs: int = 100,",
+                "def trace(op: Any, n_matvecs: int = 50,",
+                "trace uses 100 products by default",
+            ),
+            _m(
+                "curvature",
+                st,
+                '    op: Any, n_matvecs: int = 100, seed: int = 0, method: str = "diag++"',
+                '    op: Any, n_matvecs: int = 100, seed: int = 0, method: str = "bekas"',
+                "diagonal defaults to Diag++",
+            ),
+            _m(
+                "curvature",
+                op,
+                "        return acc / self._n_total",
+                "        return acc / self.n_batches",
+                "mean over all samples, not per batch",
+            ),
+            _m(
+                "curvature",
+                op,
+                "            acc.add_(term.matmat(V), alpha=self._batch_sizes[index])\n"
+                "            del term",
+                "            acc.add_(term.matmat(V))\n            del term",
+                "batches weighted by size (uncached path)",
+            ),
+            _m(
+                "curvature",
+                op,
+                "                acc.add_(term.matmat(V), alpha=self._batch_sizes[index])",
+                "                acc.add_(term.matmat(V))",
+                "batches weighted by size (cached path)",
+            ),
+        ]
+    )
+
 
 _load_more_curated()
 
@@ -533,6 +718,13 @@ def auto_mutants(module: str, n: int, seed: int) -> list[Mutant]:
             line = lines[line_no - 1]
             if line.lstrip().startswith(("raise ", 'f"', '"', "warn")) or "ValueError" in line:
                 continue  # error messages and warnings: their wording is not behaviour
+            if "stacklevel" in line:
+                continue  # where a warning points: not a computed value
+            star_marker = tok in ("*", "/") and (
+                line[c1:].lstrip().startswith((",", ")")) or line[:c0].rstrip().endswith(("(", ","))
+            )
+            if star_marker:
+                continue  # *args / keyword-only markers, not arithmetic
             if tok in _SWAPS:
                 new_tok = _SWAPS[tok]
             elif tok in ("0", "0.0"):
@@ -582,6 +774,13 @@ def _apply(mutant: Mutant, src_copy: Path) -> tuple[bool, int, str]:
     if not path.exists():
         return False, 0, f"{mutant.file} not in this checkout"
     text = path.read_text()
+    if mutant.kind == "auto":  # a whole line, located by its number (it may repeat elsewhere)
+        lines = text.splitlines(keepends=True)
+        if mutant.line > len(lines) or lines[mutant.line - 1] != mutant.old:
+            return False, 0, "line changed since sampling"
+        lines[mutant.line - 1] = mutant.new
+        path.write_text("".join(lines))
+        return True, mutant.line, ""
     if text.count(mutant.old) != 1:
         return False, 0, f"text found {text.count(mutant.old)} times (code changed?)"
     line = text[: text.index(mutant.old)].count("\n") + 1
@@ -654,7 +853,10 @@ def write_report(results: dict, out: Path) -> None:
     lines = [
         "# Mutation spot-check",
         "",
-        f"Command: `{results['command']}`  ",
+        "Commands, in order (a later run with --only replaces those mutants' results):",
+        "",
+        *[f"- `{c}`" for c in results["commands"]],
+        "",
         f"Date: {results['created']}",
         "",
         "| module | mutants | killed | survived | kill rate | baseline |",
@@ -698,11 +900,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    previous = {}
+    previous, commands = {}, []
     if (args.out / "mutation.json").exists():
-        previous = json.loads((args.out / "mutation.json").read_text()).get("modules", {})
+        earlier = json.loads((args.out / "mutation.json").read_text())
+        previous, commands = earlier.get("modules", {}), earlier.get("commands", [])
+    command = "python tools/mutate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results = {
-        "command": "python tools/mutate.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
+        "commands": [*commands, command],
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "modules": dict(previous),
     }

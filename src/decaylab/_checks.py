@@ -82,7 +82,8 @@ def as_float64(
                 f"got shape {arr.shape}"
             )
     if np.any(np.isnan(arr)):
-        raise ValueError(f"{name} must not be NaN, got NaN in {_show(arr)}")
+        also = "" if allow_inf else f" ({name} must be finite)"
+        raise ValueError(f"{name} must not be NaN{also}, got NaN in {_show(arr)}")
     if not allow_inf and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got NaN or inf in {_show(arr)}")
     return arr

@@ -475,7 +475,7 @@ def decay_report(groups: Iterable[dict[str, Any]]) -> list[DecayEntry]:
             names = [f"group{i}.param{j}" for j in range(len(params))]
         if len(names) != len(params):
             raise ValueError(f"groups[{i}] has {len(names)} names for {len(params)} parameters")
-        decayed = float(group["weight_decay"]) > 0
+        decayed = check_scalar(group["weight_decay"], f"groups[{i}]['weight_decay']", low=0.0) > 0
         rows.extend(
             DecayEntry(n, decayed, int(p.numel())) for n, p in zip(names, params, strict=True)
         )
