@@ -35,8 +35,18 @@ _LAZY = {
     "decay_report": "decaylab.regularize",
     "evidence_ridge": "decaylab.bayes",
 }
-_SUBMODULES = ("theory", "bayes", "curvature", "regularize", "early_stopping", "training",
-               "tasks", "demo", "report", "checkpoint")
+_SUBMODULES = (
+    "theory",
+    "bayes",
+    "curvature",
+    "regularize",
+    "early_stopping",
+    "training",
+    "tasks",
+    "demo",
+    "report",
+    "checkpoint",
+)
 
 __all__ = ["ConvergenceWarning", "TheoryWarning", "__version__", *_LAZY, *_SUBMODULES]
 
