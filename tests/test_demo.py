@@ -1,4 +1,5 @@
-"""The demo's numbers against independent computations (scikit-learn, explicit loops)."""
+"""The legacy closed-form demo (decaylab.demo.run_demo, still read by the old report code)
+against independent computations (scikit-learn, explicit loops)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from sklearn.preprocessing import StandardScaler
 
 from decaylab._checks import TheoryWarning
 from decaylab.demo import run_demo, to_jsonable
-from decaylab.tasks import Task, available_tasks, diabetes, get_task
+from decaylab.tasks.legacy import LinearTask as Task
+from decaylab.tasks.legacy import available_tasks, diabetes, get_task
 
 
 @pytest.fixture(scope="module")
