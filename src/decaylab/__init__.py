@@ -37,8 +37,19 @@ _LAZY = {
     "laplace_log_evidence": "decaylab.bayes",
     "Advice": "decaylab.advise",
 }
-_SUBMODULES = ("theory", "bayes", "curvature", "regularize", "early_stopping", "training",
-               "tasks", "study", "report", "checkpoint", "advise")
+_SUBMODULES = (
+    "theory",
+    "bayes",
+    "curvature",
+    "regularize",
+    "early_stopping",
+    "training",
+    "tasks",
+    "study",
+    "report",
+    "checkpoint",
+    "advise",
+)
 
 __all__ = ["ConvergenceWarning", "TheoryWarning", "__version__", *_LAZY, *_SUBMODULES]
 

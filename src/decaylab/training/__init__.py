@@ -24,4 +24,3 @@ from decaylab.training.hooks import Callback, TrainState
 from decaylab.training.loop import fit
 
 __all__ = ["FISTA", "Callback", "History", "TrainState", "fit", "half_mse"]
-
