@@ -16,6 +16,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) torch==2.13.0
 	$(PIP) install $(PIP_FLAGS) -e ".[dev]"
+	# laplace-torch (the advisor's reference) pulls torchvision in through backpack; PyPI's
+	# torchvision does not import beside this torch and breaks laplace-torch's import, so drop it.
+	$(PIP) uninstall -y -q torchvision || true
 	touch $@
 
 install: $(STAMP)
@@ -38,8 +41,6 @@ test: $(STAMP) browser
 
 $(BENCH_STAMP): $(STAMP)
 	$(PIP) install $(PIP_FLAGS) -e ".[dev,bench]"
-	# curvlinops pulls torchvision in through backpack; PyPI's torchvision does not
-	# import beside this torch and breaks laplace-torch's import, so drop it.
 	$(PIP) uninstall -y -q torchvision || true
 	touch $@
 
