@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: Benchmarks in the order they run; helpers (``workloads.py``) and this runner are not.
-BENCHMARKS = ("curvature.py", "hvp_backends.py", "l1_solvers.py")
+BENCHMARKS = ("curvature.py", "hvp_backends.py", "l1_solvers.py", "ray_grid.py", "advisor.py")
 NOT_BENCHMARKS = {"run_all.py", "workloads.py", "gpu_diagnose.py"}  # helpers, GPU-only
 
 

@@ -16,8 +16,14 @@ import torch
 from decaylab import TheoryWarning
 
 
-def square(x: float, log_dir: str, marker: str | None = None, sleep: float = 0.0) -> dict:
-    """``x²`` as a tensor; dies (``os._exit``) once if ``marker`` exists, consuming it."""
+def square(
+    x: float,
+    log_dir: str,
+    marker: str | None = None,
+    sleep: float = 0.0,
+    shift: torch.Tensor | None = None,
+) -> dict:
+    """``x²`` (+ ``shift``) as a tensor; dies (``os._exit``) once if ``marker`` exists."""
     Path(log_dir, f"{x}-{uuid.uuid4().hex}").write_text(str(os.getpid()))
     if marker is not None:
         try:

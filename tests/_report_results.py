@@ -8,8 +8,13 @@ it holds only what a real results.json can hold.
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +56,7 @@ def _l2(rng, eig: np.ndarray, k: int, trust: str) -> dict[str, Any]:
         "alphas": alphas,
         "relative_error": rel,
         "relative_error_scratch": 8 * rel + 0.3,
-        "retrain_error": 1e-4 * disp,
+        "retrain_error": np.geomspace(1e-5, 1e-3, alphas.size),  # relative to disp
         "displacement_norm": disp,
         "val_loss_predicted": val_meas + 0.3 * rel**2,
         "val_loss_measured": val_meas,
@@ -63,6 +68,8 @@ def _l2(rng, eig: np.ndarray, k: int, trust: str) -> dict[str, Any]:
         "shrink_measured": meas,
         "trust_region_alpha_max": _trust(alphas.tolist(), rel.tolist()),
         "trust_note": "largest grid α with relative error ≤ 10 % there and at every smaller α",
+        "retrain_converged": [True] * alphas.size,  # extra keys the study writes too
+        "prediction_valid": [True] * alphas.size,
     }
 
 
@@ -96,11 +103,10 @@ def _early_stopping(eig: np.ndarray, k: int) -> dict[str, Any]:
     decay = (1 - lr * lam) ** best
     coords = np.linspace(1.0, 0.2, k)
     traj_steps = np.arange(0, 2 * best + 1, 10)
-    predicted = [
-        float(np.linalg.norm(coords * (1 - (1 - lr * lam) ** t))) for t in traj_steps
+    predicted = [float(np.linalg.norm(coords * (1 - (1 - lr * lam) ** t))) for t in traj_steps]
+    measured = [
+        p * (1 + 0.15 * t / traj_steps[-1]) for p, t in zip(predicted, traj_steps, strict=True)
     ]
-    measured = [p * (1 + 0.15 * t / traj_steps[-1]) for p, t in zip(predicted, traj_steps,
-                                                                     strict=True)]
     return {
         "lr": lr,
         "patience": 100,
@@ -126,12 +132,25 @@ def _picture(l2: dict[str, Any], eig: np.ndarray) -> dict[str, Any]:
     b = np.linspace(-0.09, 0.03, 41)
     A, B = np.meshgrid(a, b)
     J = 0.012 + 0.5 * lam[0] * A**2 + 0.5 * lam[1] * B**2 + 3.0 * A**4 + 0.8 * A * B**2
-    return {"a": a, "b": b, "J": J, "w0": [0.0, 0.0], "predicted": pred, "measured": meas,
-            "alphas": alphas}
+    return {
+        "a": a,
+        "b": b,
+        "J": J,
+        "w0": [0.0, 0.0],
+        "predicted": pred,
+        "measured": meas,
+        "alphas": alphas,
+    }
 
 
-def make_results(*, seed: int = 0, path: str = "dense", n_negative: int = 6,
-                 trust: str = "partial", drop: tuple[str, ...] = ()) -> dict[str, Any]:
+def make_results(
+    *,
+    seed: int = 0,
+    path: str = "dense",
+    n_negative: int = 6,
+    trust: str = "partial",
+    drop: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """A results dict like the digits-mlp study's; ``drop`` names sections to leave out."""
     rng = np.random.default_rng(seed)
     p = 2410 if path == "dense" else 86_000
@@ -152,13 +171,28 @@ def make_results(*, seed: int = 0, path: str = "dense", n_negative: int = 6,
         "schema_version": 1,
         "decaylab_version": "0.1.0",
         "created": "2026-12-02T02:00:00+00:00",
-        "task": {"name": "digits-mlp", "description": "scikit-learn digits, a 64-32-10 MLP",
-                 "n_params": p, "n_train": 1257, "n_val": 540, "loss": "cross_entropy"},
-        "config": {"task": "digits-mlp", "seed": 0, "l2": {"alphas": l2["alphas"]}},
+        "task": {
+            "name": "digits-mlp",
+            "description": "scikit-learn digits, a 64-32-10 MLP",
+            "n_params": p,
+            "n_train": 1257,
+            "n_val": 540,
+            "loss": "cross_entropy",
+        },
+        "config": {
+            "task": "digits-mlp",
+            "seed": 0,
+            "l2": {"alphas": l2["alphas"], "trust_threshold": TOLERANCE},
+        },
         "reference": {
-            "train_loss": 0.0123, "val_loss": 0.1021, "grad_norm": 3.1e-7, "alpha0": 1e-5,
-            "decayed_parameters": ["0.weight", "2.weight"], "n_decayed": 2368,
-            "hessian_top_eigenvalues": eig[:k], "weights_file": "reference.pt",
+            "train_loss": 0.0123,
+            "val_loss": 0.1021,
+            "grad_norm": 3.1e-7,
+            "alpha0": 1e-5,
+            "decayed_parameters": ["0.weight", "2.weight"],
+            "n_decayed": 2368,
+            "hessian_top_eigenvalues": eig[:k],
+            "weights_file": "reference.pt",
             "converged": True,
         },
         "curvature": curvature,
@@ -166,11 +200,17 @@ def make_results(*, seed: int = 0, path: str = "dense", n_negative: int = 6,
         "l1": _l1(rng),
         "early_stopping": _early_stopping(eig, k),
         "picture": _picture(l2, eig),
-        "timings": {"reference": 4.1, "curvature": 12.3, "l2": 30.2, "l1": 20.1,
-                    "early_stopping": 8.0},
+        "timings": {
+            "reference": 4.1,
+            "curvature": 12.3,
+            "l2": 30.2,
+            "l1": 20.1,
+            "early_stopping": 8.0,
+        },
         "notes": ["The reference minimizes J + (α₀/2)‖w_d‖² with α₀ = 1e-5."],
         "warnings": [f"TheoryWarning: H has {n_negative} negative eigenvalues at w0"]
-        if n_negative else [],
+        if n_negative
+        else [],
     }
     for name in drop:
         results[name] = None
@@ -192,3 +232,13 @@ def modified(results: dict[str, Any], **changes: Any) -> dict[str, Any]:
         section, key = dotted.split("__")
         out[section][key] = value
     return out
+
+
+@functools.cache
+def rendered_report() -> Path:
+    """The report of :func:`make_results`, rendered once per test session (drawing is slow)."""
+    from decaylab.report import render
+
+    root = Path(tempfile.mkdtemp(prefix="decaylab-report-test-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return render(make_results(), root / "study")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import time
 import weakref
 
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from decaylab.curvature._params import flatten_params, param_slices, unflatten_like
 from decaylab.curvature.dense import dense_ggn, dense_hessian
+from decaylab.curvature.lanczos import eigen
 from decaylab.curvature.operators import GGNOperator, HalfMSELoss, HessianOperator
 
 BACKENDS = ["linearize", "fwd_rev", "rev_rev"]
@@ -696,3 +698,183 @@ def test_ggn_auto_keeps_its_order_with_a_one_column_probe(digits, monkeypatch):
     op = GGNOperator(make_mlp(), "cross_entropy", (X[:40], y[:40]), dtype=torch.float64)
     assert op.backend == "linearize" and op.backend_timings == {}
     assert widths == [(op.num_params,)] and op.n_matvecs == 0
+
+
+# ----------------------------------------------------------------------------- weighted targets
+
+
+def _weighted_ce_case(ignore: bool):
+    """Two-class data just above the default chunk size (2048); class 1 is rare. With
+    ``ignore``, the first 700 targets are ignore_index (a whole first loader batch)."""
+    gen = torch.Generator().manual_seed(7)
+    X = torch.randn(2150, 3, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] + 0.5 * torch.randn(2150, generator=gen, dtype=torch.float64) > 1.2).long()
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    if ignore:
+        y[:700] = -1
+        return model, nn.CrossEntropyLoss(ignore_index=-1), X, y
+    return model, nn.CrossEntropyLoss(weight=torch.tensor([1.0, 10.0], dtype=torch.float64)), X, y
+
+
+def _weighted_ce_ggn(model, loss, X, y):
+    """Σ_i w[y_i] J_iᵀ (diag p_i − p_i p_iᵀ) J_i / Σ_i w[y_i] over the targets that count."""
+    w = flat_params64(model)
+    out = flat_forward(model, X)
+    J, f = jacrev(out)(w), out(w).detach()
+    keep = y != loss.ignore_index
+    class_weight = loss.weight if loss.weight is not None else torch.ones(2, dtype=torch.float64)
+    weights = torch.where(keep, class_weight[y.clamp(min=0)], torch.zeros(()).double())
+    p = torch.softmax(f, 1)
+    H_out = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    G = torch.einsum("n,nap,nab,nbq->pq", weights, J, H_out, J)
+    return G / weights.sum()
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["class-weights", "ignore-index"])
+def test_weighted_and_ignored_targets_equal_one_call_however_split(ignore):
+    model, loss, X, y = _weighted_ce_case(ignore)
+    H_ref = independent_hessian(model, loss, X, y)
+    G_ref = _weighted_ce_ggn(model, loss, X, y)
+    splits = {
+        "one batch": (X, y),
+        "loader": DataLoader(TensorDataset(X, y), batch_size=700),  # 3 × 700 + 50
+        "chunked pair": (X, y),  # above the default chunk size: 2048 + 102
+    }
+    tol = 1e-10 * H_ref.abs().max()
+    for name, data in splits.items():
+        chunk = {"chunk_size": None} if name == "one batch" else {}
+        op = HessianOperator(model, loss, data, dtype=torch.float64, **chunk)
+        assert op.n_batches == {"one batch": 1, "loader": 4, "chunked pair": 2}[name]
+        assert (op.to_dense() - H_ref).abs().max() <= tol, name
+        ggn = GGNOperator(model, loss, data, dtype=torch.float64, backend="rev_rev", **chunk)
+        assert (ggn.to_dense() - G_ref).abs().max() <= tol, name
+        assert (dense_hessian(model, loss, data) - H_ref).abs().max() <= tol, name
+    # The normalizer is what torch's mean divides by: 1·n₀ + 10·n₁, or the kept targets.
+    expected = float((y >= 0).sum()) if ignore else float((y == 0).sum() + 10 * (y == 1).sum())
+    assert op.total_weight == expected and op.num_samples == 2150
+
+
+def test_a_batch_of_ignored_targets_counts_for_nothing_and_all_ignored_is_refused():
+    model, loss, X, y = _weighted_ce_case(ignore=True)
+    X, y = X[600:800], y[600:800]  # batch 0 (100 samples) all ignored
+    H_ref = independent_hessian(model, loss, X, y)
+    op = HessianOperator(model, loss, unequal_batches(X, y, (100,)), dtype=torch.float64)
+    assert op.total_weight == 100.0 and op.num_samples == 200
+    assert (op.to_dense() - H_ref).abs().max() <= 1e-10 * H_ref.abs().max()
+    # What is built on the products (here eigen) sees the same matrix.
+    top = eigen(op, k=2, tol=1e-8)
+    exact = torch.linalg.eigvalsh(H_ref).flip(0)[:2]
+    assert torch.allclose(top.eigenvalues.double(), exact, rtol=1e-6)
+    with pytest.raises(ValueError, match="no target that counts"):
+        HessianOperator(model, loss, (X[:100], y[:100]))
+
+
+def test_sums_and_hidden_normalizers_are_refused_at_set_up():
+    model, _, X, y = _weighted_ce_case(ignore=False)
+    X, y = X[:200], y[:200]
+    w = torch.tensor([1.0, 10.0], dtype=torch.float64)
+    for loss in (
+        lambda out, t: nn.functional.cross_entropy(out, t, reduction="sum"),
+        functools.partial(nn.functional.cross_entropy, reduction="sum"),
+    ):
+        with pytest.raises(ValueError, match="returns a sum .*Divide by the number of samples"):
+            HessianOperator(model, loss, (X, y))
+    hidden = functools.partial(nn.functional.cross_entropy, weight=w)
+    with pytest.raises(ValueError, match="not normalized by the number.*CrossEntropyLoss"):
+        HessianOperator(model, hidden, unequal_batches(X, y, (50,)))
+
+    # A callable that says its normalizer is combined like the module.
+    class Weighted:
+        def __call__(self, out, t):
+            return nn.functional.cross_entropy(out, t, weight=w)
+
+        def batch_weight(self, t):
+            return float(w[t].sum())
+
+    H_ref = independent_hessian(model, nn.CrossEntropyLoss(weight=w), X, y)
+    op = HessianOperator(model, Weighted(), unequal_batches(X, y, (50, 51)), dtype=torch.float64)
+    assert (op.to_dense() - H_ref).abs().max() <= 1e-10 * H_ref.abs().max()
+
+
+# ----------------------------------------------------------------------------- linearize safety
+
+
+def _binary_case(dtype=torch.float64):
+    gen = torch.Generator().manual_seed(11)
+    X = torch.randn(60, 5, generator=gen, dtype=dtype)
+    y = (torch.rand(60, 1, generator=gen) < 0.4).to(dtype)
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 1)).to(dtype)
+    return model, X, y
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_linearize_and_auto_with_bce_repeat_double_backward_products(dtype):
+    model, X, y = _binary_case(dtype)
+    pos_weight = torch.tensor([3.0], dtype=dtype)
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    plain, weighted = nn.BCEWithLogitsLoss(), nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    cases = [(HessianOperator, plain), (HessianOperator, weighted), (GGNOperator, weighted)]
+    for cls, loss in cases:
+        ref = cls(model, loss, (X, y), backend="rev_rev")
+        v = torch.randn(ref.num_params, generator=torch.Generator().manual_seed(0)).to(dtype)
+        expected = ref @ v
+        for backend in ("linearize", "auto"):
+            op = cls(model, loss, (X, y), backend=backend)
+            for _ in range(5):
+                got = op @ v
+                assert (got - expected).norm() <= rtol * expected.norm(), (cls, backend)
+
+
+def test_linearize_is_refused_where_torch_cannot_linearize_the_loss():
+    model, X, y = _binary_case()
+    two = nn.Sequential(nn.Linear(5, 2)).double()
+    signs = 2 * y - 1
+
+    class SubclassedBCE(nn.BCEWithLogitsLoss):  # torch's own kernel: impure under linearize
+        pass
+
+    def gaussian_nll(out, t):
+        return nn.functional.gaussian_nll_loss(out[:, :1], t, out[:, 1:].exp())
+
+    cases = [
+        (model, nn.HuberLoss(), y, "cannot differentiate"),
+        (model, nn.SoftMarginLoss(), signs, "cannot differentiate"),
+        (two, gaussian_nll, y, "cannot differentiate"),
+        (model, SubclassedBCE(), y, "is not reliable"),
+    ]
+    for net, loss, target, message in cases:
+        with pytest.raises(ValueError, match=f"backend='linearize' {message}.*'rev_rev'"):
+            HessianOperator(net, loss, (X, target), backend="linearize")
+        # auto never uses linearize for the Hessian. torch.func.hessian cannot differentiate
+        # these losses either: the reference is double backward by torch.autograd.functional.
+        H_ref = torch.autograd.functional.hessian(
+            flat_loss(net, loss, X, target), flat_params64(net)
+        )
+        op = HessianOperator(net, loss, (X, target), dtype=torch.float64)
+        assert (op.to_dense() - H_ref).abs().max() <= 1e-10 * H_ref.abs().max()
+
+
+def test_loss_tensors_follow_the_operator_dtype():
+    """float32 class weights / pos_weight with float64 products (and dense_hessian)."""
+    model32, X, _ = _binary_case(torch.float32)
+    gen = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 2, (60,), generator=gen)
+    two = nn.Sequential(nn.Linear(5, 2))
+    ce = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 10.0]))
+    bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([3.0]))
+    cases = [(two, ce, labels), (model32, bce, labels[:, None].float())]
+    for net, loss, target in cases:
+        ref_loss = copy.deepcopy(loss).double()
+        H_ref = independent_hessian(net, ref_loss, X, target)
+        tol = 1e-10 * H_ref.abs().max()
+        assert (dense_hessian(net, loss, (X, target)) - H_ref).abs().max() <= tol
+        for backend in ("auto", "linearize", "fwd_rev"):  # auto: rev_rev first
+            op = HessianOperator(net, loss, (X, target), dtype=torch.float64, backend=backend)
+            assert (op.to_dense() - H_ref).abs().max() <= tol, backend
+        G = dense_ggn(net, loss, (X, target))
+        assert G.dtype == torch.float64
+        assert (
+            next(iter(loss.buffers())).dtype == torch.float32
+        )  # the caller's module is left alone

@@ -7,6 +7,7 @@ reuses what was written.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def same(a: dict, b: dict) -> bool:
 def test_equals_loop_writes_cache_and_forwards_warnings(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.mkdir()
-    calls = [{"x": float(x), "log_dir": str(log)} for x in range(1, 6)]
+    shift = torch.randn(3)  # one tensor shared by every call: put in the object store once
+    calls = [{"x": float(x), "log_dir": str(log), "shift": shift} for x in range(1, 6)]
     expected = [points.square(**c) for c in calls]
     seen: list[int] = []
     ex = RayExecutor(tmp_path / "cache", progress=lambda label, done, total: seen.append(done))
@@ -137,3 +139,109 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
         import_ray()
     with pytest.raises(ImportError, match=r"decaylab\[ray\]"):
         RayExecutor()
+
+
+STUDY = {
+    "task": str(HERE / "_scale_task.py") + ":tiny",
+    "l2": {"alphas": [1e-3, 1e-2, 1e-1], "max_iter": 300},
+    "l1": {"alphas": [1e-3, 1e-2], "max_iter": 300},
+    "early_stopping": {"max_steps": 300},
+    "picture": {"grid": 5},
+}
+
+
+def without_timings(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k not in {"timings", "created"}}
+
+
+def test_study_on_ray_equals_local_with_a_killed_worker(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from decaylab.study.config import config_from_dict
+    from decaylab.study.run import run_study
+    from decaylab.tasks import get_task
+
+    marker = tmp_path / "kill-a-worker"
+    marker.touch()
+    monkeypatch.setenv("DECAYLAB_TEST_KILL_MARKER", str(marker))
+    config = config_from_dict(STUDY)
+    task = get_task(config.task)  # reads the marker's name; kills only off the driver
+    run_study(config, tmp_path / "local", task=task)
+    assert marker.exists()  # the local run never left this process
+    run_study(config, tmp_path / "ray", task=task, executor="ray")
+    assert not marker.exists()  # a worker died in a grid point, and the point was retried
+    local = json.loads((tmp_path / "local" / "results.json").read_text())
+    remote = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert without_timings(remote) == without_timings(local)
+    points = sorted(p.name for p in (tmp_path / "ray" / "cache" / "points").iterdir())
+    assert points == sorted(p.name for p in (tmp_path / "local" / "cache" / "points").iterdir())
+    assert len(points) == 5
+
+
+def test_study_rejects_unknown_executor(tmp_path) -> None:  # noqa: ANN001
+    from decaylab.study.config import config_from_dict
+    from decaylab.study.run import run_study
+
+    with pytest.raises(ValueError, match="executor"):
+        run_study(config_from_dict(STUDY), tmp_path, executor="dask")
+    with pytest.raises(ValueError, match="ray_address"):
+        run_study(config_from_dict(STUDY), tmp_path, ray_address="auto")
+
+
+def test_cli_executor_ray_without_ray_names_the_extra(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from decaylab.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(
+        app, ["run", "--task", STUDY["task"], "--out", str(tmp_path / "s"), "--executor", "ray"]
+    )
+    assert result.exit_code == 2
+    assert "decaylab[ray]" in result.output
+    assert not (tmp_path / "s").exists()  # refused before any compute
+    result = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--executor", "dask"])
+    assert result.exit_code == 2 and "--executor" in result.output
+
+
+def test_cli_run_on_ray_resumes_from_written_points(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from decaylab.cli import app
+
+    config = tmp_path / "study.toml"
+    config.write_text(
+        f'task = "{STUDY["task"]}"\n[l2]\nalphas = [1e-2, 1e-1]\nmax_iter = 300\n'
+        "[l1]\nalphas = [1e-2]\nmax_iter = 300\n[early_stopping]\nmax_steps = 200\n"
+        "[picture]\ngrid = 5\n"
+    )
+    argv = ["run", "--config", str(config), "--out", str(tmp_path / "s"), "--executor", "ray"]
+    first = CliRunner().invoke(app, argv)
+    assert first.exit_code == 0, first.output
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    # An interrupted run loses its phase caches but keeps the grid points written so far.
+    for phase in ("l2", "l1", "early_stopping", "picture"):
+        (tmp_path / "s" / "cache" / f"{phase}.pt").unlink()
+    points = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "cache" / "points").iterdir()}
+    second = CliRunner().invoke(app, argv)
+    assert second.exit_code == 0, second.output
+    again = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "cache" / "points").iterdir()}
+    assert again == points and len(points) == 3  # every point reused, none rewritten
+    rerun = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert without_timings(rerun) == without_timings(results)
+
+
+def test_readme_cluster_commands_use_existing_options() -> None:
+    """Each option of README's "Running on a cluster" commands is one `decaylab run` has."""
+    from typer.testing import CliRunner
+
+    from decaylab.cli import app
+
+    readme = (HERE.parent / "README.md").read_text()
+    block = readme.split("## Running on a cluster", 1)[1].split("```console\n", 1)[1]
+    block = block.split("```", 1)[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if "decaylab run" in line]
+    assert len(commands) == 3
+    help_text = CliRunner().invoke(app, ["run", "--help"], terminal_width=200).output
+    for words in commands:
+        for word in words:
+            if word.startswith("--") and not word.startswith("--nproc"):
+                assert word in help_text, word

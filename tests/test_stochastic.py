@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from _spectra import DenseDuckOperator, nn_like, rotated
+from decaylab._checks import ConvergenceWarning
 from decaylab.curvature.operators import HessianOperator
 from decaylab.curvature.stochastic import diagonal, spectral_density, trace
 
@@ -199,3 +200,128 @@ def test_digits_mlp_trace_and_diagonal(digits_mlp) -> None:
     z = err[~zero] / se[~zero]
     assert 0.5 < np.mean(z**2) < 2.0
     assert np.mean(np.abs(z) < 3) > 0.95
+
+
+# ------------------------------------------------- calibration at every budget (issue 13)
+
+
+def z_scores(A: np.ndarray, n_matvecs: int, method: str, seeds: int = 300) -> np.ndarray:
+    exact = np.trace(A)
+    z = []
+    for seed in range(seeds):
+        res = trace(A, n_matvecs=n_matvecs, method=method, seed=seed)
+        z.append((res.estimate - exact) / res.std_error)
+    return np.array(z)
+
+
+def test_trace_z_over_300_seeds_on_a_100x100_psd_matrix() -> None:
+    """Rank 11 (one more than the sketch of 10): the remainder is nearly rank one, so the 10
+    scalar probe terms are heavy-tailed. Their sample spread gave |z| > 3 in 10 % of seeds
+    (mean z² 5.4); the spread estimated from the whole probe products stays calibrated."""
+    G = np.random.default_rng(0).standard_normal((100, 11))
+    z = z_scores(G @ G.T, 30, "hutch++")
+    assert np.mean(np.abs(z) > 3) <= 0.05
+    assert 0.6 < np.mean(z**2) < 1.6
+    assert abs(z.mean()) < 0.2
+
+
+@pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
+def test_trace_six_products_on_10x10_never_overconfident(method: str) -> None:
+    """The issue's case: Hutch++ with 6 products on 10 x 10 had mean z² = 762. With 2 probes
+    the error is an upper estimate (mean z² < 1); Hutchinson's 6 probes are calibrated."""
+    A = rotated(np.random.default_rng(1).uniform(0.0, 1.0, 10), seed=1)
+    z = z_scores(A, 6, method)
+    assert np.mean(np.abs(z) > 3) <= 0.05
+    assert np.mean(z**2) < 1.6
+    if method == "hutchinson":
+        assert np.mean(z**2) > 0.6
+
+
+@pytest.mark.parametrize(("method", "n_matvecs"), [("hutch++", 3), ("hutchinson", 1)])
+def test_trace_with_one_probe_has_no_standard_error(method: str, n_matvecs: int) -> None:
+    A = rotated(np.random.default_rng(2).uniform(0.0, 1.0, 30), seed=2)
+    estimates = []
+    for seed in range(200):
+        with pytest.warns(ConvergenceWarning, match="too few to estimate"):
+            res = trace(A, n_matvecs=n_matvecs, method=method, seed=seed)
+        assert res.std_error is None and res.n_matvecs == n_matvecs and res.n_probes == 1
+        estimates.append(res.estimate)
+    # still unbiased: the mean over seeds is within 4 standard errors of the trace
+    estimates = np.array(estimates)
+    assert abs(estimates.mean() - np.trace(A)) < 4 * estimates.std() / np.sqrt(200)
+
+
+def non_symmetric(P: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.diag(rng.uniform(1.0, 3.0, P)) + rng.standard_normal((P, P)) / np.sqrt(P)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch", "duck"])
+def test_trace_and_diagonal_of_a_non_symmetric_matrix(kind: str) -> None:
+    A = non_symmetric(60, seed=3)
+    op = {"numpy": A, "torch": torch.from_numpy(A), "duck": DenseDuckOperator(A, torch.float64)}
+    z = []
+    for seed in range(40):
+        res = trace(op[kind], n_matvecs=24, seed=seed)
+        z.append((res.estimate - np.trace(A)) / res.std_error)
+    assert np.mean(np.abs(np.array(z)) > 3) <= 0.1 and np.mean(np.square(z)) < 2.0
+    for method in ("diag++", "bekas"):
+        diag = diagonal(op[kind], n_matvecs=60, seed=1, method=method)
+        zd = (diag.estimate.numpy() - np.diag(A)) / diag.std_error.numpy()
+        assert 0.5 < np.mean(zd**2) < 1.6, method
+    # the sketch spans the space: both are exact
+    assert trace(op[kind], n_matvecs=180).estimate == pytest.approx(np.trace(A), rel=1e-12)
+    exact = diagonal(op[kind], n_matvecs=180).estimate.numpy()
+    assert np.allclose(exact, np.diag(A), atol=1e-12)
+
+
+def test_diagonal_with_one_probe_has_no_standard_error() -> None:
+    D = np.diag(np.arange(1.0, 6.0))
+    with pytest.warns(ConvergenceWarning, match="too few to estimate"):
+        res = diagonal(D, n_matvecs=1, method="bekas")  # exact for a diagonal matrix
+    assert res.std_error is None and np.allclose(res.estimate.numpy(), np.diag(D))
+    with pytest.warns(ConvergenceWarning, match="too few to estimate"):
+        res = diagonal(D, n_matvecs=3)  # Diag++: sketch 1, its product 1, probe 1
+    assert res.std_error is None and res.n_matvecs == 3
+
+
+# --------------------------------------------------------- documented defaults pinned
+
+
+def test_diagonal_standard_error_uses_bessels_correction() -> None:
+    """For H = [[a, b], [b, c]] each Bekas term of entry 0 is a ± b. With n probes of which
+    k give +b, the mean is a + b(2k - n)/n and the unbiased sample variance of the terms is
+    n (b² - (mean - a)²) / (n - 1); the squared standard error is that over n."""
+    a, b, c = 2.0, 0.5, -1.0
+    H = np.array([[a, b], [b, c]])
+    for n in (3, 4, 7):
+        res = diagonal(H, n_matvecs=n, method="bekas", seed=n)
+        mean = res.estimate[0].item()
+        expected = (b * b - (mean - a) ** 2) / (n - 1)  # without Bessel: / n
+        assert res.std_error[0].item() ** 2 == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_trace_and_diagonal_defaults() -> None:
+    """Documented: 100 products, Hutch++ / Diag++, seed 0."""
+    A = rotated(nn_like(300, seed=4), seed=4)
+    res = trace(A)
+    assert res.n_matvecs == 100 and res.method == "hutch++" and res.n_probes == 34
+    assert res.estimate == trace(A, 100, "hutch++", seed=0).estimate
+    assert res.estimate != trace(A, 100, "hutch++", seed=1).estimate
+    diag = diagonal(A)
+    assert diag.n_matvecs == 100 and diag.method == "diag++"
+    assert torch.equal(diag.estimate, diagonal(A, 100, seed=0, method="diag++").estimate)
+
+
+def test_spectral_density_defaults() -> None:
+    """Documented: 10 probes x 80 steps, sigma 1 % of the node range, 1,000 grid points over
+    [min node - 5 sigma, max node + 5 sigma]."""
+    lam = np.linspace(-1.0, 4.0, 200)
+    sd = spectral_density(rotated(lam, seed=5))
+    assert sd.n_matvecs == 800 and sd.nodes.numel() == 800
+    width = float(sd.nodes.max() - sd.nodes.min())
+    assert width == pytest.approx(5.0, rel=1e-6)  # the extreme nodes are the extreme eigenvalues
+    assert sd.sigma == pytest.approx(0.05, rel=1e-6)
+    assert sd.grid.numel() == 1000
+    assert float(sd.grid[0]) == pytest.approx(-1.0 - 0.25, rel=1e-6)
+    assert float(sd.grid[-1]) == pytest.approx(4.0 + 0.25, rel=1e-6)

@@ -34,9 +34,22 @@ _LAZY = {
     "param_groups": "decaylab.regularize",
     "decay_report": "decaylab.regularize",
     "evidence_ridge": "decaylab.bayes",
+    "laplace_log_evidence": "decaylab.bayes",
+    "Advice": "decaylab.advise",
 }
-_SUBMODULES = ("theory", "bayes", "curvature", "regularize", "early_stopping", "training",
-               "tasks", "demo", "report", "checkpoint")
+_SUBMODULES = (
+    "theory",
+    "bayes",
+    "curvature",
+    "regularize",
+    "early_stopping",
+    "training",
+    "tasks",
+    "study",
+    "report",
+    "checkpoint",
+    "advise",
+)
 
 __all__ = ["ConvergenceWarning", "TheoryWarning", "__version__", *_LAZY, *_SUBMODULES]
 

@@ -21,6 +21,7 @@ callable really is such a mean.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Callable
@@ -43,6 +44,7 @@ __all__ = [
     "check_target_shape",
     "as_float",
     "as_int",
+    "loss_to",
     "LOSS_NAMES",
 ]
 
@@ -314,7 +316,7 @@ def batch_weight(loss_fn: Any, target: torch.Tensor) -> float:
     kept = target[target != loss_fn.ignore_index]
     if loss_fn.weight is None:
         return float(kept.numel())
-    weight = loss_fn.weight.detach().to(device=kept.device)
+    weight = loss_fn.weight.detach().to(device=kept.device, dtype=torch.float64)
     return float(weight[kept].sum())
 
 
@@ -405,3 +407,27 @@ def probe_mean_loss(
             "Divide by the number of samples (reduction='mean' for torch losses)"
         )
     check_additive(loss_fn, prediction, target, name)
+
+
+def loss_to(loss_fn: LossFn, *, dtype: torch.dtype | None = None, device: Any = None) -> LossFn:
+    """``loss_fn`` with its tensors (class ``weight``, ``pos_weight``) in ``dtype`` on ``device``.
+
+    A loss module whose floating tensors are elsewhere is copied and converted (the
+    caller's module is left alone); other losses come back as they are.
+
+    >>> ce = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 10.0]))
+    >>> loss_to(ce, dtype=torch.float64).weight.dtype, ce.weight.dtype
+    (torch.float64, torch.float32)
+    """
+    if not isinstance(loss_fn, nn.Module):
+        return loss_fn
+    where = torch.device(device) if device is not None else None
+    tensors = [*loss_fn.parameters(), *loss_fn.buffers()]
+    moves = any(
+        (where is not None and t.device != where)
+        or (dtype is not None and t.is_floating_point() and t.dtype != dtype)
+        for t in tensors
+    )
+    if not moves:
+        return loss_fn
+    return copy.deepcopy(loss_fn).to(device=where, dtype=dtype)

@@ -337,7 +337,7 @@ def log_evidence_ridge(
     noise_precision: float | None = None,
     *,
     fit_intercept: bool = True,
-) -> np.ndarray:
+) -> np.ndarray | np.float64:
     """Log marginal likelihood of ridge regression for each decaylab ``alpha``.
 
     For each ``alpha`` the prior precision is ``delta = alpha beta N`` and the value
@@ -546,9 +546,9 @@ def ggn_spectrum(
     """
     import torch
 
+    from decaylab._inputs import as_tensor_pair
     from decaylab.curvature import GGNOperator, dense_ggn, eigen, resolve_loss
     from decaylab.curvature import trace as op_trace
-    from decaylab._inputs import as_tensor_pair
 
     if structure not in _STRUCTURES:
         raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")

@@ -1,18 +1,19 @@
-"""Command-line interface: ``decaylab demo``, ``decaylab run``, ``decaylab --version``.
+"""Command line: ``decaylab run``, ``decaylab demo``, ``decaylab report``, ``decaylab --version``.
 
-``decaylab demo [--out DIR]`` runs the closed-form weight-decay study on the built-in
-diabetes regression task and writes ``DIR/report.html``, ``DIR/results.json`` and
-``DIR/figures/*.png``. ``decaylab run --task NAME`` is the general entry point; each
-task kind has a runner in :data:`RUNNERS`, so new tasks plug in without new commands.
+``decaylab run [--config study.toml] [--task T] [--out DIR] [--fresh]`` runs the study
+(reference, curvature, L2, L1, early stopping) with every phase cached in ``DIR/cache``, so
+the same command after an interruption continues where it stopped. ``decaylab demo`` is the
+study of ``digits-mlp`` with the defaults. ``decaylab report DIR`` re-renders the report
+from ``DIR/results.json`` without recomputing. Bad input exits with code 2 and a message
+naming the field, never a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,10 +25,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="decaylab",
-    help=(
-        "decaylab: weight decay, L1 and early stopping, predicted from the Hessian and "
-        "measured. Start with `decaylab demo`."
-    ),
+    help="decaylab: weight decay, L1 and early stopping, predicted from the Hessian and "
+    "measured. Start with `decaylab demo`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,25 +40,44 @@ OutOption = Annotated[
     typer.Option(
         "--out",
         "-o",
-        help="Output directory (created if missing; report.html, results.json and figures/ "
-        "inside it are overwritten).",
+        help="Output directory (results.json, reference.pt, cache/, report.html, figures/).",
     ),
+]
+TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        "-t",
+        help="Built-in task (diabetes, digits-mlp, breast-cancer-logistic, "
+        "mnist1d-cnn), or FILE.py:FUNCTION, or package.module:FUNCTION returning a "
+        "decaylab.tasks.Task. Overrides the config file.",
+    ),
+]
+FreshOption = Annotated[
+    bool, typer.Option("--fresh", help="Recompute every phase, ignoring the cache in DIR/cache.")
 ]
 QuietOption = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print only errors and warnings.")
+    bool, typer.Option("--quiet", "-q", help="Print only errors and the summary's file paths.")
 ]
-AlphaOption = Annotated[
-    float | None,
+ExecutorOption = Annotated[
+    str,
     typer.Option(
-        "--alpha",
-        help="α > 0 for the weight-decay picture (figure a); default: the evidence-optimal α.",
+        "--executor",
+        help="What runs the L2/L1 grid points: `local` (this process) or `ray` (one Ray task "
+        "per point; needs decaylab[ray]; docs/scale.md).",
     ),
 ]
-LrOption = Annotated[
-    float | None,
+RayAddressOption = Annotated[
+    str | None,
     typer.Option(
-        "--lr", help="Gradient-descent learning rate ε > 0; default 0.5/λ_max."
+        "--ray-address",
+        help="Ray cluster to join with --executor ray (`auto`, HOST:6379, ray://HOST:10001); "
+        "default: a private local Ray instance.",
     ),
+]
+SeedOption = Annotated[
+    int | None,
+    typer.Option("--seed", help="Seed of the model's initialization (overrides the config)."),
 ]
 
 
@@ -81,148 +99,276 @@ def _root(
     """decaylab: weight decay, L1 and early stopping, predicted from the Hessian and measured."""
 
 
-@app.command()
-def demo(
-    out: OutOption = DEFAULT_OUT,
-    quiet: QuietOption = False,
-    alpha: AlphaOption = None,
-    lr: LrOption = None,
-) -> None:
-    """Run the weight-decay demo on the built-in diabetes regression task.
-
-    Computes H = XᵀX/N, w*, the ridge path, the L1 path on the PCA-rotated design, the
-    gradient-descent trajectory with its equivalent α, and the evidence-optimal α, then
-    writes DIR/report.html (self-contained), DIR/results.json and DIR/figures/*.png.
-    """
-    _run_task("diabetes", out=out, quiet=quiet, alpha=alpha, lr=lr)
-
-
-@app.command()
-def run(
-    task: Annotated[
-        str,
-        typer.Option(
-            "--task",
-            "-t",
-            help="Built-in task. Available now: diabetes (linear regression: the same "
-            "study as `decaylab demo`). Later tasks (e.g. digits, MNIST-1D) plug in here.",
-        ),
-    ] = "diabetes",
-    out: OutOption = DEFAULT_OUT,
-    quiet: QuietOption = False,
-    alpha: AlphaOption = None,
-    lr: LrOption = None,
-) -> None:
-    """Run the study for a built-in task and write its report.
-
-    For a linear-regression task (today: diabetes) this is exactly `decaylab demo` on that
-    task. Each task kind has its own runner; tasks of other kinds will add theirs.
-    """
-    _run_task(task, out=out, quiet=quiet, alpha=alpha, lr=lr)
-
-
-def _linear_regression_runner(
-    task_name: str, *, out: Path, alpha: float | None, lr: float | None
-) -> tuple[object, object]:
-    from decaylab.demo import run_demo
-    from decaylab.report import write_report
-
-    results = run_demo(task_name, alpha=alpha, lr=lr)
-    files = write_report(results, out)
-    return results, files
-
-
-RUNNERS: dict[str, Callable[..., tuple[object, object]]] = {
-    "linear_regression": _linear_regression_runner,
-}
-"""Task kind → runner(task_name, *, out, alpha, lr) returning (results, report files)."""
-
-
 def _fail(message: str) -> None:
     # typer.secho rather than rich: a long path in the message must not be wrapped.
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
 
 
-def _run_task(
-    task_name: str, *, out: Path, quiet: bool, alpha: float | None, lr: float | None
+@app.command()
+def run(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Study config (TOML); every field in docs/study.md."),
+    ] = None,
+    task: TaskOption = None,
+    out: OutOption = DEFAULT_OUT,
+    fresh: FreshOption = False,
+    seed: SeedOption = None,
+    quiet: QuietOption = False,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
-    from decaylab.report.html import check_out_dir
-    from decaylab.tasks import TASKS, available_tasks, get_task
+    """Run the study: predict L2, L1 and early stopping from the Hessian, retrain, compare.
 
-    if task_name not in TASKS:
-        _fail(f"--task must be one of {', '.join(available_tasks())}; got {task_name!r}.")
+    Under `torchrun --nproc_per_node=N -m decaylab run ...` the curvature is computed on the
+    training data sharded over the N ranks, and rank 0 writes DIR (docs/scale.md).
+    """
+    _study(
+        config,
+        {"task": task, "seed": seed},
+        out=out,
+        fresh=fresh,
+        quiet=quiet,
+        executor=executor,
+        ray_address=ray_address,
+    )
+
+
+@app.command()
+def demo(
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task", "-t", help="Task of the demo; `diabetes` is the exact linear study."
+        ),
+    ] = "digits-mlp",
+    out: OutOption = DEFAULT_OUT,
+    fresh: FreshOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """The study of the digits MLP with the default settings (about a minute on 2 cores)."""
+    _study(None, {"task": task}, out=out, fresh=fresh, quiet=quiet)
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="A study directory with results.json.")],
+) -> None:
+    """Re-render DIR/report.html and DIR/figures from DIR/results.json, without recomputing."""
+    path = directory / "results.json"
+    if not path.is_file():
+        _fail(f"{str(path)!r} does not exist: run `decaylab run --out {directory}` first")
     try:
-        out = check_out_dir(out)
-    except ValueError as exc:
-        _fail(f"--out {str(out)!r}: {exc}")
-    if alpha is not None and alpha <= 0:
-        _fail(f"--alpha must be > 0, got {alpha!r}.")
-    if lr is not None and lr <= 0:
-        _fail(f"--lr must be > 0, got {lr!r}.")
-    kind = get_task(task_name).kind
-    runner = RUNNERS.get(kind)
-    if runner is None:
-        _fail(f"task {task_name!r} has kind {kind!r}, which has no runner yet.")
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _fail(f"{str(path)!r} is not valid JSON: {exc}")
+    html = _render(results, directory)
+    if html is None:
+        _fail("the report renderer (decaylab.report.render) is not available in this version")
+    typer.echo(f"report:  {html}")
 
-    console = Console()
+
+def _render(results: dict[str, Any], out: Path) -> Path | None:
+    """``decaylab.report.render(results, out)`` when it exists; ``None`` otherwise."""
+    try:
+        from decaylab.report import render  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return Path(render(results, out))
+
+
+def _study(
+    config_path: Path | None,
+    overrides: dict[str, Any],
+    *,
+    out: Path,
+    fresh: bool,
+    quiet: bool,
+    executor: str = "local",
+    ray_address: str | None = None,
+) -> None:
+    from decaylab.executors.ray import check_executor_option
+    from decaylab.study import distributed
+    from decaylab.study.config import load_config
+    from decaylab.study.run import check_against_task
+    from decaylab.tasks import get_task
+
     start = time.perf_counter()
-    # The warnings are shown once, through rich and in the report's notes, instead of
-    # Python's default stderr lines as well.
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
+    distributed.init_from_env()  # a no-op unless started by torchrun with several ranks
+    try:  # every check before any compute
+        check_executor_option(executor, ray_address)
+        cfg = load_config(config_path, overrides)
+        task_obj = get_task(cfg.task)
+        check_against_task(cfg, task_obj)
+        task_obj.validate(cfg.seed)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+    except ValueError as exc:
+        _fail(str(exc))
+    console = Console(quiet=quiet)
+    results = _run_with_progress(cfg, task_obj, out, fresh, console, executor, ray_address)
+    ranks = distributed.rank_summary(results["task"]["n_train"], results["timings"])
+    if distributed.rank() != 0:  # rank 0 renders and prints
+        distributed.finish()
+        return
+    html = _render(results, out)
+    elapsed = time.perf_counter() - start
+    console.print(_summary_table(results, elapsed))
+    if distributed.is_distributed():
+        console.print(distributed.format_rank_summary(ranks), highlight=False)
+    for warning in results["warnings"]:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
+    typer.echo(f"numbers: {out / 'results.json'}")
+    typer.echo(f"weights: {out / 'reference.pt'}")
+    if html is not None:
+        typer.echo(f"report:  {html}")
+    else:
+        typer.echo("report:  not rendered (decaylab.report.render is not available yet)")
+    distributed.finish()
+
+
+def _run_with_progress(
+    cfg: Any,
+    task_obj: Any,
+    out: Path,
+    fresh: bool,
+    console: Console,
+    executor: str = "local",
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from decaylab.study.run import run_study
+
+    bars: dict[str, Any] = {}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+
+        def on_point(label: str, done: int, total: int) -> None:
+            if label not in bars:
+                bars[label] = progress.add_task(f"{label} grid", total=total)
+            progress.update(bars[label], completed=done)
+
+        def log(message: str) -> None:
+            progress.console.print(f"[dim]{message}[/]", highlight=False)
+
         try:
-            if quiet:
-                results, files = runner(task_name, out=out, alpha=alpha, lr=lr)
-            else:
-                with console.status(f"decaylab: running the {task_name} study…"):
-                    results, files = runner(task_name, out=out, alpha=alpha, lr=lr)
+            return run_study(
+                cfg,
+                out,
+                fresh=fresh,
+                task=task_obj,
+                log=log,
+                progress=on_point,
+                executor=executor,
+                ray_address=ray_address,
+            )
         except ValueError as exc:
             _fail(str(exc))
-    elapsed = time.perf_counter() - start
-
-    err = Console(stderr=True)
-    for note in files.notes:
-        count = f" (×{note['count']})" if note.get("count", 1) > 1 else ""
-        err.print(f"[yellow]{note['category']}{count}:[/] {note['message']}", highlight=False)
-    if not quiet:
-        console.print(_summary_table(results, files, elapsed))
-        # Plain lines, not table cells: long paths must stay whole to be copied.
-        typer.echo(f"report:  {files.html}  (self-contained HTML)")
-        typer.echo(f"numbers: {files.json}")
-        typer.echo(f"figures: {files.html.parent / 'figures'}  ({len(files.figures)} PNG)")
+            raise  # unreachable: _fail exits
 
 
-def _summary_table(res, files, elapsed: float) -> Table:
-    ev = res.evidence
-    eig = res.eigvals
-    table = Table(title=f"decaylab demo: {res.task['name']}", show_header=True,
-                  header_style="bold")
+def _fmt(x: Any) -> str:
+    return "—" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
+
+
+def _summary_table(res: dict[str, Any], elapsed: float) -> Table:
+    ref, curv, l2, l1, es = (
+        res[k] for k in ("reference", "curvature", "l2", "l1", "early_stopping")
+    )
+    table = Table(title=f"decaylab study: {res['task']['name']}", header_style="bold")
     table.add_column("quantity", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("value", justify="right")
     table.add_column("note", style="dim")
-
-    def fmt(x: float) -> str:
-        return f"{x:.4g}"
-
-    table.add_row("examples N, weights d", f"{res.n_samples}, {res.n_features}", "")
-    table.add_row("eigenvalues of H (max…min)", f"{fmt(eig[0])} … {fmt(eig[-1])}",
-                  f"condition number {fmt(eig[0] / eig[-1]) if eig[-1] > 0 else 'inf'}")
-    table.add_row("J(w*), R²", f"{fmt(res.loss_at_w_star)}, {fmt(res.r_squared)}",
-                  "mean ½ squared error, standardized")
-    table.add_row("evidence-optimal α", fmt(ev["alpha"]),
-                  f"δ = {fmt(ev['prior_precision'])}, β = {fmt(ev['noise_precision'])}, "
-                  f"converged: {ev['converged']}")
-    table.add_row("effective parameters γ", fmt(ev["gamma"]), f"of {res.n_features}")
-    table.add_row("α of figure (a)", fmt(res.alpha_picture),
-                  f"{res.alpha_picture_source}; shrink ×{res.shrink_at_picture[0]:.2f} "
-                  f"(steepest) … ×{res.shrink_at_picture[-1]:.2f} (flattest)")
-    table.add_row("learning rate ε", fmt(res.lr), res.lr_source)
-    table.add_row("steps τ ≈ 1/(ε·α_evidence)", fmt(ev["equivalent_steps"]),
-                  "early stopping ≈ evidence α")
-    table.add_row("warnings", str(len(files.notes)), "listed in the report's notes")
-    table.add_row("time", f"{elapsed:.1f} s", "")
+    table.add_row(
+        "parameters, train, val",
+        f"{res['task']['n_params']}, {res['task']['n_train']}, {res['task']['n_val']}",
+        res["task"]["loss"],
+    )
+    table.add_row(
+        "reference J, val loss",
+        f"{_fmt(ref['train_loss'])}, {_fmt(ref['val_loss'])}",
+        f"‖∇‖ = {_fmt(ref['grad_norm'])}, α₀ = {_fmt(ref['alpha0'])}",
+    )
+    table.add_row(
+        "curvature",
+        curv["path"],
+        f"λ_max = {_fmt(curv['eigenvalues'][0])}, "
+        f"{curv['n_negative']} negative, trace {_fmt(curv['trace'])}",
+    )
+    table.add_row(
+        "L2 trust region α ≤",
+        _fmt(l2["trust_region_alpha_max"]),
+        "relative error ≤ " + _fmt(res["config"]["l2"]["trust_threshold"]),
+    )
+    table.add_row(
+        "L2 relative error",
+        " … ".join(_fmt(e) for e in (l2["relative_error"][0], l2["relative_error"][-1])),
+        f"α = {_fmt(l2['alphas'][0])} … {_fmt(l2['alphas'][-1])} (warm start)",
+    )
+    table.add_row(
+        "L1 zeros precision / recall",
+        ", ".join(
+            f"{_fmt(p)}/{_fmt(r)}"
+            for p, r in zip(l1["zero_precision"], l1["zero_recall"], strict=True)
+        ),
+        "per grid α",
+    )
+    table.add_row(
+        "early stopping τ*, α = 1/(ετ*)",
+        f"{es['best_step']}, {_fmt(es['equivalent_alpha'])}",
+        f"ε = {_fmt(es['lr'])}",
+    )
+    table.add_row(
+        "val loss: ES / L2 equiv. / best L2",
+        f"{_fmt(es['val_loss_early_stopping'])} /"
+        f" {_fmt(es['val_loss_l2_equivalent'])} / {_fmt(es['val_loss_l2_best'])}",
+        "",
+    )
+    reused = res.get("_reused_phases", [])
+    table.add_row("phases reused from cache", ", ".join(reused) if reused else "none", "")
+    table.add_row("warnings", str(len(res["warnings"])), "listed below and in results.json")
+    table.add_row("total time", f"{elapsed:.1f} s", "")
     return table
+
+
+@app.command()
+def advise(
+    task: TaskOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML with task, seed and an [advise] table."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory (advice.json).")
+    ] = Path("decaylab-advice"),
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="path (default), evidence, hypergradient, early_stopping or grid.",
+        ),
+    ] = None,
+    compare_grid: Annotated[
+        bool, typer.Option("--compare-grid", help="Also run the 11-point grid baseline.")
+    ] = False,
+) -> None:
+    """Advise a weight decay α for a task: grid quality at a fraction of its compute."""
+    from decaylab.advise.command import advise_command
+
+    try:
+        advice, path = advise_command(task, config, out, method, compare_grid or None)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(str(advice))
+    typer.echo(f"advice:  {path}")
 
 
 def main() -> None:

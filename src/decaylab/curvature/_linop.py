@@ -153,13 +153,10 @@ def as_linop(op: Any) -> LinOp:
         array = op if op.dtype in (np.float32, np.float64) else op.astype(np.float64)
         return _dense_from_tensor(torch.from_numpy(np.ascontiguousarray(array)))
     # scipy objects first: a scipy LinearOperator also has matmat and shape, but takes numpy.
-    try:
-        import scipy.sparse as sparse
-        from scipy.sparse.linalg import LinearOperator
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        LinearOperator = ()  # type: ignore[assignment]
-        sparse = None  # type: ignore[assignment]
-    if sparse is not None and sparse.issparse(op):
+    import scipy.sparse as sparse  # a hard dependency; imported late to keep import time low
+    from scipy.sparse.linalg import LinearOperator
+
+    if sparse.issparse(op):
         return _from_scipy(op, known_arithmetic=True)
     if isinstance(op, LinearOperator):
         return _from_scipy(op, known_arithmetic=False)

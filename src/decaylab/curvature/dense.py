@@ -9,8 +9,9 @@ from torch import nn
 from torch.func import grad, jvp, vmap
 
 from decaylab._checks import check_scalar
+from decaylab.curvature.backends import quiet_torch_internals
 from decaylab.curvature.distributed import all_reduce_sum
-from decaylab.curvature.operators import GGNOperator, HessianOperator, quiet_torch_internals
+from decaylab.curvature.operators import GGNOperator, HessianOperator
 
 __all__ = ["dense_hessian", "dense_ggn", "DEFAULT_MAX_PARAMS"]
 
@@ -39,7 +40,11 @@ def dense_hessian(
 ) -> torch.Tensor:
     """The ``(P, P)`` Hessian of the mean loss over all samples, column by column.
 
-    .. math:: H = \\frac{1}{N}\\sum_b n_b\\, \\nabla^2_w L_b(w)
+    .. math:: H = \\frac{\\sum_b W_b\\, \\nabla^2_w L_b(w)}{\\sum_b W_b}
+
+    with ``W_b`` the loss's normalizer of batch ``b`` (its sample count for most losses;
+    see :class:`~decaylab.curvature.operators.CurvatureOperator`), so that ``H`` is the
+    Hessian of the loss on all the data in one call, however the data is split.
 
     Each batch's Hessian is ``jacfwd(jacrev)`` of its mean loss as a function of the
     flat parameter vector (forward-over-reverse over blocks of unit vectors, so
@@ -88,11 +93,7 @@ def dense_hessian(
     P = op.num_params
     total = torch.zeros(P, P, dtype=dtype, device=op.device)
     eye = torch.eye(P, dtype=dtype, device=op.device)
-    for index, batch in enumerate(op._raw_batches()):
-        X, y = op._prepare(batch, index)
-        n = X.shape[0]
-        if n == 0:
-            continue
+    for _, X, y, weight in op._weighted_batches():
 
         def loss_of_w(w: torch.Tensor, X: torch.Tensor = X, y: torch.Tensor = y) -> torch.Tensor:
             return op._loss(w, X, y)
@@ -109,10 +110,10 @@ def dense_hessian(
                 block = column(eye)
         except (RuntimeError, NotImplementedError, TypeError):
             block = _hessian_double_backward(loss_of_w, op._w0)
-        total.add_(block, alpha=n)
-    # num_samples counts every rank's samples, so the sum must too (as op.matmat does).
+        total.add_(block, alpha=weight)
+    # total_weight counts every rank's batches, so the sum must too (as op.matmat does).
     total = all_reduce_sum(total, op._group)
-    total /= op.num_samples
+    total /= op.total_weight
     return 0.5 * (total + total.T)
 
 
@@ -141,7 +142,7 @@ def dense_ggn(
 ) -> torch.Tensor:
     """The ``(P, P)`` generalized Gauss-Newton matrix from products with the unit vectors.
 
-    .. math:: G = \\frac{1}{N}\\sum_b n_b\\, J_b^\\top \\nabla^2_f L_b\\, J_b
+    .. math:: G = \\frac{\\sum_b W_b\\, J_b^\\top \\nabla^2_f L_b\\, J_b}{\\sum_b W_b}
 
     Built from :class:`~decaylab.curvature.operators.GGNOperator` in ``dtype``
     (float64 by default) and symmetrized; see there for the supported losses.

@@ -27,8 +27,11 @@ class LocalExecutor:
         ``progress(label, done, total)`` after each point (the CLI draws a bar with it).
     """
 
-    def __init__(self, cache_dir: str | Path | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -51,11 +54,17 @@ class LocalExecutor:
         from decaylab.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
         assert self.cache_dir is not None
-        save_checkpoint({"format": CHECKPOINT_FORMAT, "result": result},
-                        self.cache_dir / f"{key}.pt")
+        save_checkpoint(
+            {"format": CHECKPOINT_FORMAT, "result": result}, self.cache_dir / f"{key}.pt"
+        )
 
-    def map(self, fn: Callable[..., Any], calls: Sequence[dict[str, Any]],
-            keys: Sequence[str] | None = None, label: str = "") -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        calls: Sequence[dict[str, Any]],
+        keys: Sequence[str] | None = None,
+        label: str = "",
+    ) -> list[Any]:
         """``[fn(**c) for c in calls]``, reusing and writing per-key cached results."""
         if keys is not None and len(keys) != len(calls):
             raise ValueError(f"keys has {len(keys)} entries but calls has {len(calls)}")

@@ -24,6 +24,7 @@ Ray is an optional extra: ``pip install 'decaylab[ray]'``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RayExecutor", "import_ray", "RAY_MISSING"]
+__all__ = ["RayExecutor", "import_ray", "check_executor_option", "RAY_MISSING"]
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'decaylab[ray]'"
 
@@ -47,6 +48,22 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise ImportError(RAY_MISSING) from exc
     return ray
+
+
+def check_executor_option(executor: str, ray_address: str | None) -> None:
+    """``ValueError`` (the command line's message) for a bad ``--executor``/``--ray-address``.
+
+    Run before any compute: ``--executor ray`` without Ray installed names the extra.
+    """
+    if executor not in ("local", "ray"):
+        raise ValueError(f"--executor must be local or ray, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError("--ray-address is only used with --executor ray")
+    if executor == "ray":
+        try:
+            import_ray()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 def _load(cache_dir: str | None, key: str | None) -> Any:
@@ -73,15 +90,19 @@ def _save(cache_dir: str | None, key: str | None, result: Any) -> None:
 
 def run_point(
     fn: Callable[..., Any],
-    call: dict[str, Any],
     cache_dir: str | None,
     key: str | None,
     threads: int | None,
+    names: Sequence[str],
+    *values: Any,
 ) -> tuple[Any, list[tuple[type[Warning], str]]]:
     """One grid point on a worker: reuse its stored result or compute, store and return it.
 
+    The call is ``fn(**dict(zip(names, values)))``; the values travel as positional
+    arguments so that Ray resolves the shared ones, put once in the object store.
     Returns the result and the warnings ``fn`` raised, as ``(category, message)`` pairs.
     """
+    call = dict(zip(names, values, strict=True))
     cached = _load(cache_dir, key)
     if cached is not None:
         return cached, []
@@ -140,7 +161,8 @@ class RayExecutor:
             raise ValueError(f"address must be a non-empty string, got {address!r}")
         self.threads = threads
         self.ray = import_ray()
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        # Absolute: a worker's working directory is not the driver's.
+        self.cache_dir = Path(cache_dir).resolve() if cache_dir is not None else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
@@ -151,7 +173,11 @@ class RayExecutor:
         self._remote = self.ray.remote(run_point)
 
     def _start(self, address: str | None, num_cpus: int | None) -> None:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,  # Ray's start-up chatter would break the progress bars
+        }
         if address is None:
             # A local instance's workers see what this driver sees (e.g. a task file's folder).
             paths = [p for p in sys.path if p and os.path.isdir(p)]
@@ -195,10 +221,15 @@ class RayExecutor:
 
         threads = self.threads if self.threads is not None else torch.get_num_threads()
         options = {"max_retries": self.max_retries, "num_cpus": self.cpus_per_task}
-        refs = {
-            self._remote.options(**options).remote(fn, calls[i], cache, key_of[i], threads): i
-            for i in todo
-        }
+        shared = self._shared_values([calls[i] for i in todo])
+        refs = {}
+        for i in todo:
+            names = list(calls[i])
+            values = [shared.get(id(v), v) for v in calls[i].values()]
+            ref = self._remote.options(**options).remote(
+                fn, cache, key_of[i], threads, names, *values
+            )
+            refs[ref] = i
         caught: dict[int, list[tuple[type[Warning], str]]] = {}
         try:
             done = self._collect(refs, results, caught, cache, key_of, label, done, len(calls))
@@ -236,6 +267,17 @@ class RayExecutor:
             if self.progress is not None:
                 self.progress(label, done, total)
         return done
+
+    def _shared_values(self, calls: Sequence[dict[str, Any]]) -> dict[int, Any]:
+        """Object-store references for values several calls share (the task, ``w0``)."""
+        seen: dict[int, int] = {}
+        objects: dict[int, Any] = {}
+        for call in calls:
+            for value in call.values():
+                if not isinstance(value, (bool, int, float, str, type(None))):
+                    seen[id(value)] = seen.get(id(value), 0) + 1
+                    objects[id(value)] = value
+        return {i: self.ray.put(objects[i]) for i, n in seen.items() if n > 1}
 
     def _register_user_modules(self) -> None:
         """Task files are imported under names a worker cannot import: send them by value."""

@@ -43,9 +43,16 @@ _REQUIRED = {
 # Arrays with one entry per grid α of the phase.
 _PER_ALPHA = {
     "l2": (
-        "relative_error", "relative_error_scratch", "retrain_error", "displacement_norm",
-        "val_loss_predicted", "val_loss_measured", "val_loss_scratch", "train_loss_predicted",
-        "train_loss_measured", "gamma",
+        "relative_error",
+        "relative_error_scratch",
+        "retrain_error",
+        "displacement_norm",
+        "val_loss_predicted",
+        "val_loss_measured",
+        "val_loss_scratch",
+        "train_loss_predicted",
+        "train_loss_measured",
+        "gamma",
     ),
     "l1": ("zero_precision", "zero_recall", "n_zero_predicted", "n_zero_measured", "val_loss"),
 }
@@ -64,8 +71,9 @@ class Study:
         return self.sections.get(name)
 
 
-def trust_region(alphas: Sequence[float], relative_error: Sequence[float],
-                 tolerance: float = TRUST_TOLERANCE) -> float | None:
+def trust_region(
+    alphas: Sequence[float], relative_error: Sequence[float], tolerance: float = TRUST_TOLERANCE
+) -> float | None:
     """Largest grid α with relative error ≤ ``tolerance`` there and at every smaller grid α.
 
     ``None`` when the smallest α already fails; a missing (NaN) error counts as failing.
@@ -110,8 +118,10 @@ def read_results(results: Any) -> Study:
     for name, what in PHASES.items():
         raw = _object(results, name)
         if raw is None:
-            notes.append(f"No {name} section in results.json: {what} did not run or was not "
-                         "saved, so its figures and tables are left out.")
+            notes.append(
+                f"No {name} section in results.json: {what} did not run or was not "
+                "saved, so its figures and tables are left out."
+            )
             sections[name] = None
             continue
         missing = [k for k in _REQUIRED.get(name, ()) if raw.get(k) is None]
@@ -120,6 +130,9 @@ def read_results(results: Any) -> Study:
             sections[name] = None
             continue
         sections[name] = _READERS[name](raw, notes)
+    l2 = sections.get("l2")
+    if l2 is not None:
+        l2["trust_tolerance"] = _trust_threshold(results)
     _check_consistency(sections, notes)
     return Study(raw=results, task=task, sections=sections, notes=notes)
 
@@ -144,8 +157,13 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def vector(sec: Mapping[str, Any], key: str, where: str, n: int | None = None,
-           notes: list[str] | None = None) -> np.ndarray | None:
+def vector(
+    sec: Mapping[str, Any],
+    key: str,
+    where: str,
+    n: int | None = None,
+    notes: list[str] | None = None,
+) -> np.ndarray | None:
     """``sec[key]`` as a float array (``null`` → NaN), checked to have ``n`` entries."""
     value = sec.get(key)
     if value is None:
@@ -158,13 +176,16 @@ def vector(sec: Mapping[str, Any], key: str, where: str, n: int | None = None,
         raise ValueError(f"{name} has {arr.size} entries but {where}.alphas has {n}")
     n_null = int(np.isnan(arr).sum())
     if n_null and notes is not None:
-        notes.append(f"{name} has {n_null} null {'entry' if n_null == 1 else 'entries'} "
-                     "(no value at that point): shown as gaps.")
+        notes.append(
+            f"{name} has {n_null} null {'entry' if n_null == 1 else 'entries'} "
+            "(no value at that point): shown as gaps."
+        )
     return arr
 
 
-def matrix(sec: Mapping[str, Any], key: str, where: str,
-           shape: tuple[int | None, int | None]) -> np.ndarray | None:
+def matrix(
+    sec: Mapping[str, Any], key: str, where: str, shape: tuple[int | None, int | None]
+) -> np.ndarray | None:
     """``sec[key]`` as a 2-d float array of the given shape (``None`` = any length)."""
     value = sec.get(key)
     if value is None:
@@ -181,8 +202,9 @@ def matrix(sec: Mapping[str, Any], key: str, where: str,
     arr = np.array(rows, dtype=float).reshape(len(rows), widths.pop() if widths else 0)
     for axis, (want, got) in enumerate(zip(shape, arr.shape, strict=True)):
         if want is not None and want != got:
-            raise ValueError(f"{name} has {got} {'rows' if axis == 0 else 'columns'}, "
-                             f"expected {want}")
+            raise ValueError(
+                f"{name} has {got} {'rows' if axis == 0 else 'columns'}, expected {want}"
+            )
     return arr
 
 
@@ -232,11 +254,12 @@ def _read_l2(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
     for key in _PER_ALPHA["l2"]:
         out[key] = vector(raw, key, where, n=alphas.size, notes=notes)
     pred = matrix(raw, "shrink_predicted", where, (alphas.size, None))
-    meas = matrix(raw, "shrink_measured", where,
-                  (alphas.size, None if pred is None else pred.shape[1]))
+    meas = matrix(
+        raw, "shrink_measured", where, (alphas.size, None if pred is None else pred.shape[1])
+    )
     out["shrink_predicted"], out["shrink_measured"] = pred, meas
     out["trust_region_alpha_max"] = _scalar(raw, "trust_region_alpha_max", where)
-    out["trust_tolerance"] = _scalar(raw, "trust_tolerance", where) or TRUST_TOLERANCE
+    out["trust_tolerance"] = TRUST_TOLERANCE
     return out
 
 
@@ -256,12 +279,22 @@ def _read_l1(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
 def _read_early_stopping(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
     where = "results.early_stopping"
     out = dict(raw)
-    for key in ("lr", "best_step", "equivalent_alpha", "patience", "val_loss_early_stopping",
-                "val_loss_l2_equivalent", "val_loss_l2_equivalent_zero", "val_loss_l2_best"):
+    for key in (
+        "lr",
+        "best_step",
+        "equivalent_alpha",
+        "patience",
+        "val_loss_early_stopping",
+        "val_loss_l2_equivalent",
+        "val_loss_l2_equivalent_zero",
+        "val_loss_l2_best",
+    ):
         out[key] = _scalar(raw, key, where)
     out["equivalent_alpha_per_direction"] = vector(raw, "equivalent_alpha_per_direction", where)
-    for name, keys in (("val_curve", ("val_loss", "train_loss")),
-                       ("trajectory", ("predicted", "measured"))):
+    for name, keys in (
+        ("val_curve", ("val_loss", "train_loss")),
+        ("trajectory", ("predicted", "measured")),
+    ):
         block = _object(raw, name, where)
         if block is None or block.get("steps") is None:
             out[name] = None
@@ -300,6 +333,18 @@ _READERS = {
     "early_stopping": _read_early_stopping,
     "picture": _read_picture,
 }
+
+
+def _trust_threshold(results: Mapping[str, Any]) -> float:
+    """The study's trust rule: ``config.l2.trust_threshold`` (default 10 %)."""
+    config = _object(results, "config") or {}
+    l2 = _object(config, "l2", "results.config") or {}
+    value = _scalar(l2, "trust_threshold", "results.config.l2")
+    if value is None:
+        return TRUST_TOLERANCE
+    if not 0 < value:
+        raise ValueError(f"results.config.l2.trust_threshold must be positive, got {value}")
+    return value
 
 
 def _check_grid(alphas: np.ndarray, where: str) -> None:

@@ -56,5 +56,6 @@ class PhaseCache:
         return dict(state["result"])
 
     def save(self, name: str, fp: str, result: dict[str, Any]) -> None:
-        save_checkpoint({"format": CHECKPOINT_FORMAT, "fingerprint": fp, "result": result},
-                        self.path(name))
+        save_checkpoint(
+            {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "result": result}, self.path(name)
+        )

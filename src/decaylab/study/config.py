@@ -18,10 +18,11 @@ decaylab.study.config.ConfigError: l2.alphas: every value must be > 0, got -1.0
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 __all__ = ["SPEC", "Config", "ConfigError", "config_from_dict", "load_config"]
 
@@ -56,15 +57,15 @@ SPEC: dict[str, Any] = {
         "cg_max_iter": ("int", 500, (1, False)),
     },
     "l2": {
-        "alphas": ("alphas", [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], None),
-        "max_iter": ("int", 3000, (1, False)),
-        "tol": ("float", 1e-8, (0.0, True)),
+        "alphas": ("alphas", [1.2e-4, 2e-4, 5e-4, 2e-3, 1e-2], None),
+        "max_iter": ("int", 1000, (1, False)),
+        "tol": ("float", 1e-7, (0.0, True)),
         "scratch": ("bool", True, None),
         "trust_threshold": ("float", 0.1, (0.0, True)),
     },
     "l1": {
-        "alphas": ("alphas", [1e-3, 3e-3, 1e-2, 3e-2], None),
-        "max_iter": ("int", 3000, (1, False)),
+        "alphas": ("alphas", [1e-3, 3e-3, 1e-2], None),
+        "max_iter": ("int", 1500, (1, False)),
         "tol": ("float", 1e-7, (0.0, True)),
     },
     "early_stopping": {
@@ -94,13 +95,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, the form stored in results.json."""
-        return {name: (dict(v) if isinstance(v, dict) else v)
-                for name, v in self.__dict__.items()}
+        return {name: (dict(v) if isinstance(v, dict) else v) for name, v in self.__dict__.items()}
 
 
 def _number(value: Any, name: str, integer: bool, bounds: tuple[float, bool]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-        integer and not isinstance(value, int)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
     ):
         kind = "an integer" if integer else "a number"
         raise ConfigError(name, f"must be {kind}, got {value!r}")
@@ -142,7 +144,7 @@ def _check(kind: str, value: Any, name: str, extra: Any) -> Any:
         if value == "auto":
             return value
         if isinstance(value, str):
-            raise ConfigError(name, f"must be a number or \"auto\", got {value!r}")
+            raise ConfigError(name, f'must be a number or "auto", got {value!r}')
         return _number(value, name, False, extra)
     return _number(value, name, kind == "int", extra)
 
@@ -162,8 +164,11 @@ def _validate(section: dict[str, Any], spec: dict[str, Any], prefix: str) -> dic
             out[key] = _validate(value, sub, f"{name}.")
         else:
             kind, default, extra = sub
-            out[key] = _check(kind, section[key], name, extra) if key in section else (
-                list(default) if isinstance(default, list) else default)
+            out[key] = (
+                _check(kind, section[key], name, extra)
+                if key in section
+                else (list(default) if isinstance(default, list) else default)
+            )
     return out
 
 

@@ -49,8 +49,12 @@ class Objective:
         groups = param_groups(self.model, 1.0)
         decayed = set(groups[0]["names"]) if groups[0]["weight_decay"] > 0 else set()
         self.decayed_names = [n for n in self.names if n in decayed]
-        self.mask = torch.cat([torch.full((s,), float(n in decayed), dtype=dtype)
-                               for n, s in zip(self.names, self.sizes, strict=True)])
+        self.mask = torch.cat(
+            [
+                torch.full((s,), float(n in decayed), dtype=dtype)
+                for n, s in zip(self.names, self.sizes, strict=True)
+            ]
+        )
         self.train = self._cast(task.train)
         self.val = self._cast(task.val)
 
@@ -63,8 +67,10 @@ class Objective:
         return int(self.w_init.numel())
 
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {n: t.view(s) for n, t, s in
-                zip(self.names, torch.split(w, self.sizes), self.shapes, strict=True)}
+        return {
+            n: t.view(s)
+            for n, t, s in zip(self.names, torch.split(w, self.sizes), self.shapes, strict=True)
+        }
 
     def loss(self, w: torch.Tensor, split: str = "train") -> torch.Tensor:
         """Mean data loss at ``w`` on ``"train"`` or ``"val"`` (differentiable)."""
@@ -99,7 +105,8 @@ class Objective:
         with torch.no_grad():
             for (_, p), t in zip(
                 ((n, p) for n, p in model.named_parameters() if p.requires_grad),
-                torch.split(w, self.sizes), strict=True,
+                torch.split(w, self.sizes),
+                strict=True,
             ):
                 p.copy_(t.view_as(p))
         return model

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from decaylab.executors import LocalExecutor
+from decaylab.study import distributed
 from decaylab.study.cache import PhaseCache, fingerprint
 from decaylab.study.config import Config, ConfigError
 from decaylab.study.objective import Objective
@@ -103,29 +104,87 @@ class _Runner:
         return result
 
 
-def run_study(config: Config, out: str | Path, *, fresh: bool = False, task: Task | None = None,
-              log: Log | None = None, threads: int | None = 1,
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+def run_study(
+    config: Config,
+    out: str | Path,
+    *,
+    fresh: bool = False,
+    task: Task | None = None,
+    log: Log | None = None,
+    threads: int | None = 1,
+    executor: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` into ``out``; return the results dict.
 
     Writes ``out/results.json``, ``out/reference.pt`` (a ``state_dict``, loadable with
     ``torch.load(..., weights_only=True)``) and ``out/cache/``. ``threads``: torch's
     intra-op threads during the study (default 1: the study's many small full-batch
     operations run ~100x slower with 2 threads on a busy 2-core machine, and a fixed count
-    keeps reruns bit-identical); ``None`` leaves torch's setting.
+    keeps reruns bit-identical); ``None`` leaves torch's setting. ``executor``: what runs
+    the L2/L1 grid points (default a :class:`~decaylab.executors.LocalExecutor` caching in
+    ``out/cache/points``); any object with the same ``map`` works, e.g. the Ray executor, or
+    a name: ``"local"`` or ``"ray"`` (a :class:`~decaylab.executors.ray.RayExecutor` on
+    ``ray_address``, or on a local Ray instance; docs/scale.md). Under ``torchrun`` only
+    rank 0 writes ``out`` (:mod:`decaylab.study.distributed`).
     """
+    if isinstance(executor, str) and executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS} or an executor, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError("ray_address is only used with executor='ray'")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_study(config, out, fresh=fresh, task=task, log=log, progress=progress)
+        with distributed.rank_output(out) as rank_out:
+            points = _make_executor(executor, Path(rank_out), progress, ray_address)
+            try:
+                return _run_study(
+                    config,
+                    rank_out,
+                    fresh=fresh,
+                    task=task,
+                    log=log,
+                    progress=progress,
+                    executor=points,
+                )
+            finally:
+                if points is not executor:
+                    getattr(points, "close", lambda: None)()
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_study(config: Config, out: str | Path, *, fresh: bool, task: Task | None,
-               log: Log | None,
-               progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+EXECUTORS = ("local", "ray")
+
+
+def _make_executor(
+    executor: Any,
+    out: Path,
+    progress: Callable[[str, int, int], None] | None,
+    ray_address: str | None,
+) -> Any:
+    """The executor named by ``executor`` (caching in ``out/cache/points``), or ``executor``."""
+    if executor is None or executor == "local":
+        return LocalExecutor(out / "cache" / "points", progress=progress)
+    if executor == "ray":
+        from decaylab.executors.ray import RayExecutor
+
+        return RayExecutor(out / "cache" / "points", progress=progress, address=ray_address)
+    return executor
+
+
+def _run_study(
+    config: Config,
+    out: str | Path,
+    *,
+    fresh: bool,
+    task: Task | None,
+    log: Log | None,
+    progress: Callable[[str, int, int], None] | None,
+    executor: Any = None,
+) -> dict[str, Any]:
     log = log or (lambda message: None)
     start = time.perf_counter()
     task = task if task is not None else get_task(config.task)
@@ -135,23 +194,28 @@ def _run_study(config: Config, out: str | Path, *, fresh: bool, task: Task | Non
     obj = Objective(task, config.seed)
     cache = PhaseCache(out / "cache", fresh=fresh)
     run = _Runner(cache, log)
-    base = fingerprint(task.fingerprint(config.seed), config.seed, str(obj.dtype))
+    base = fingerprint(task.fingerprint(config.seed), config.seed, str(obj.dtype), _code_hash())
     fp = {"reference": fingerprint(base, config.reference)}
-    ref = run("reference", fp["reference"], lambda: {
-        **reference.run(obj, config), "created": _now()})
+    ref = run(
+        "reference", fp["reference"], lambda: {**reference.run(obj, config), "created": _now()}
+    )
     _save_reference(obj, ref["w0"], out / "reference.pt")
     fp["curvature"] = fingerprint(fp["reference"], config.curvature)
     curv = run("curvature", fp["curvature"], lambda: curvature.run(obj, ref, config))
-    executor = LocalExecutor(out / "cache" / "points", progress=progress)
+    if executor is None:
+        executor = LocalExecutor(out / "cache" / "points", progress=progress)
     fp["l2"] = fingerprint(fp["curvature"], config.l2)
-    res_l2 = run("l2", fp["l2"], lambda: l2.run(
-        obj, ref, curv, config, _Prefixed(executor, fp["l2"])))
+    res_l2 = run(
+        "l2", fp["l2"], lambda: l2.run(obj, ref, curv, config, _Prefixed(executor, fp["l2"]))
+    )
     fp["l1"] = fingerprint(fp["curvature"], config.l1)
-    res_l1 = run("l1", fp["l1"], lambda: l1.run(
-        obj, ref, curv, config, _Prefixed(executor, fp["l1"])))
+    res_l1 = run(
+        "l1", fp["l1"], lambda: l1.run(obj, ref, curv, config, _Prefixed(executor, fp["l1"]))
+    )
     fp["early_stopping"] = fingerprint(fp["curvature"], config.early_stopping, config.l2)
-    res_es = run("early_stopping", fp["early_stopping"],
-                 lambda: early_stopping.run(obj, ref, curv, config))
+    res_es = run(
+        "early_stopping", fp["early_stopping"], lambda: early_stopping.run(obj, ref, curv, config)
+    )
     fp["picture"] = fingerprint(fp["l2"], config.picture)
     pic = run("picture", fp["picture"], lambda: picture.run(obj, ref, curv, res_l2, config))
     timings = {**run.timings, "total_this_run": time.perf_counter() - start}
@@ -167,10 +231,25 @@ class _Prefixed:
     def __init__(self, executor: Any, prefix: str) -> None:
         self.executor, self.prefix = executor, prefix
 
-    def map(self, fn: Callable[..., Any], calls: list[dict[str, Any]],
-            keys: list[str] | None = None, label: str = "") -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        calls: list[dict[str, Any]],
+        keys: list[str] | None = None,
+        label: str = "",
+    ) -> list[Any]:
         keys = None if keys is None else [f"{self.prefix}-{k}" for k in keys]
         return self.executor.map(fn, calls, keys=keys, label=label)
+
+
+def _code_hash() -> str:
+    """Hash of the study's own source, so a changed decaylab recomputes its cached phases."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _now() -> str:

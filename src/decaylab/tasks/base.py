@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -17,20 +16,12 @@ _STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._Batch
 
 
 def _as_pair(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X, y) of tensors or arrays → tensors; X floating, same first dimension, finite."""
-    if not isinstance(data, tuple | list) or len(data) != 2:
-        raise ValueError(f"{name} must be a pair (X, y), got {type(data).__name__}")
-    X, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v
-            for v in data)
-    if X.ndim < 1 or y.ndim < 1 or X.shape[0] == 0:
-        raise ValueError(f"{name}: X and y must have a first (sample) dimension ≥ 1")
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"{name}: X has {X.shape[0]} samples but y has {y.shape[0]}")
+    """(X, y) of tensors or arrays → tensors (the shared input layer); X must be floating."""
+    from decaylab._inputs import as_tensor_pair
+
+    X, y = as_tensor_pair(data, name)
     if not X.is_floating_point():
         raise ValueError(f"{name}: X must be floating point, got {X.dtype}")
-    for label, t in (("X", X), ("y", y)):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or inf in {label}")
     return X.detach(), y.detach()
 
 
@@ -74,18 +65,9 @@ class Task:
                 "Task model must be a zero-argument callable returning a fresh nn.Module "
                 f"(e.g. a function or a class), got {type(self.model).__name__}"
             )
-        if isinstance(self.loss_fn, str):
-            from decaylab.curvature import resolve_loss
+        from decaylab._inputs import as_loss
 
-            object.__setattr__(self, "loss_fn", resolve_loss(self.loss_fn))
-        if not callable(self.loss_fn):
-            raise ValueError(f"Task loss_fn must be callable, got {type(self.loss_fn).__name__}")
-        reduction = getattr(self.loss_fn, "reduction", "mean")
-        if reduction != "mean":
-            raise ValueError(
-                f"Task loss_fn has reduction={reduction!r}: decaylab studies the mean loss, "
-                "use reduction='mean'"
-            )
+        object.__setattr__(self, "loss_fn", as_loss(self.loss_fn, "Task loss_fn"))
         object.__setattr__(self, "train", _as_pair(self.train, "train"))
         object.__setattr__(self, "val", _as_pair(self.val, "val"))
         if not isinstance(self.description, str):
@@ -127,24 +109,15 @@ class Task:
         try:
             with torch.no_grad():
                 pred = model(X2)
-                loss = self.loss_fn(pred, y2)
-                doubled = self.loss_fn(torch.cat([pred, pred]), torch.cat([y2, y2]))
-        except Exception as exc:  # the user's model or loss: show its own error
+        except Exception as exc:  # the user's model: show its own error
             raise ValueError(
-                f"task {self.name!r}: model(X) or loss_fn(prediction, y) failed on two "
-                f"training samples: {type(exc).__name__}: {exc}"
+                f"task {self.name!r}: model(X) failed on two training samples: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
-        _check_shapes(self.name, pred, y2)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise ValueError(f"task {self.name!r}: loss_fn must return a scalar tensor")
-        if not bool(torch.isfinite(loss)):
-            raise ValueError(f"task {self.name!r}: loss_fn returned {loss.item()} at the start")
-        if not torch.allclose(doubled, loss, rtol=1e-5, atol=1e-12):
-            raise ValueError(
-                f"task {self.name!r}: loss_fn returns a sum (duplicating the batch changed it "
-                f"from {loss.item():.6g} to {doubled.item():.6g}): divide by the number of "
-                "samples (reduction='mean')"
-            )
+        from decaylab._inputs import check_target_shape, probe_mean_loss
+
+        check_target_shape(pred, y2, f"task {self.name!r}", loss_fn=self.loss_fn)
+        probe_mean_loss(self.loss_fn, pred, y2, f"task {self.name!r}: loss_fn")
         return model
 
     def fingerprint(self, seed: int = 0) -> str:
@@ -162,15 +135,6 @@ class Task:
 
 def _param_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
-
-
-def _check_shapes(name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
-    # A float target of another shape than the prediction broadcasts silently in MSE.
-    if target.is_floating_point() and pred.shape != target.shape:
-        raise ValueError(
-            f"task {name!r}: prediction shape {tuple(pred.shape)} differs from target shape "
-            f"{tuple(target.shape)}, which would broadcast silently; reshape y"
-        )
 
 
 def seeded_model(task: Task, seed: int) -> nn.Module:

@@ -55,8 +55,11 @@ def _import_file(path: Path) -> object:
 
 def _short_tb(exc: BaseException) -> str:
     """The user's own traceback, without decaylab's frames."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename
-              and "decaylab/tasks" not in f.filename.replace("\\", "/")]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in f.filename and "decaylab/tasks" not in f.filename.replace("\\", "/")
+    ]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
     return "".join(lines).rstrip()
 

@@ -17,10 +17,6 @@ The package is one loop over small parts (see ``docs/training.md``):
 ========================  ==================================================================
 """
 
-from typing import Any
-
-import torch
-
 from decaylab.training.evaluation import half_mse
 from decaylab.training.fista import FISTA
 from decaylab.training.history import History
@@ -28,18 +24,3 @@ from decaylab.training.hooks import Callback, TrainState
 from decaylab.training.loop import fit
 
 __all__ = ["FISTA", "Callback", "History", "TrainState", "fit", "half_mse"]
-
-
-def _as_data(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pre-``_inputs`` pair check, kept unchanged for ``decaylab.bayes`` (which imports it
-    and reports NaN itself); new code calls :func:`decaylab._inputs.as_tensor_pair`."""
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"{name} must be a pair (X, y) of tensors, got {type(data).__name__}")
-    X, y = (d if isinstance(d, torch.Tensor) else torch.as_tensor(d) for d in data)
-    if X.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{name}: X and y must have a sample dimension, got 0-d tensors")
-    if len(X) == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
-    if len(X) != len(y):
-        raise ValueError(f"{name}: X has {len(X)} samples but y has {len(y)}")
-    return X, y

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from decaylab.study.config import Config
+from decaylab.study.distributed import shard
 from decaylab.study.objective import Objective
 
 __all__ = ["cg", "density_from_eigenvalues", "hessian_operator", "run"]
@@ -25,10 +26,11 @@ __all__ = ["cg", "density_from_eigenvalues", "hessian_operator", "run"]
 def hessian_operator(obj: Objective, w0: torch.Tensor) -> Any:
     from decaylab.curvature import HessianOperator
 
-    return HessianOperator(obj.model_at(w0), obj.task.loss_fn, obj.train, dtype=obj.dtype)
+    # Under torchrun each rank holds a shard; the operator all-reduces over the ranks.
+    return HessianOperator(obj.model_at(w0), obj.task.loss_fn, shard(obj.train), dtype=obj.dtype)
 
 
-def density_from_eigenvalues(eigs: torch.Tensor, n_grid: int = 200) -> dict[str, list[float]]:
+def density_from_eigenvalues(eigs: torch.Tensor, n_grid: int = 200) -> dict[str, Any]:
     """``(1/P) Σ_i N(t; λ_i, σ²)`` on a grid, σ = 1 % of the spectrum's range (as SLQ's)."""
     lo, hi = float(eigs.min()), float(eigs.max())
     span = max(hi - lo, 1e-12)
@@ -48,15 +50,30 @@ def _negative_count(eigs: torch.Tensor) -> int:
 def _dense(obj: Objective, w0: torch.Tensor) -> dict[str, Any]:
     from decaylab.curvature import dense_hessian
 
-    H = dense_hessian(obj.model_at(w0), obj.task.loss_fn, obj.train, dtype=obj.dtype,
-                      max_params=max(obj.n_params, 1))
+    H = dense_hessian(
+        obj.model_at(w0),
+        obj.task.loss_fn,
+        shard(obj.train),
+        dtype=obj.dtype,
+        max_params=max(obj.n_params, 1),
+    )
     eigs, vecs = torch.linalg.eigh(H)
     eigs, vecs = eigs.flip(0), vecs.flip(1)
-    return {"path": "dense", "hessian": H, "eigenvalues": eigs, "eigenvectors": vecs,
-            "n_negative": _negative_count(eigs), "trace": float(torch.trace(H)),
-            "trace_std_error": 0.0, "diagonal": torch.diagonal(H).clone(),
-            "diagonal_source": "exact", "density": density_from_eigenvalues(eigs),
-            "eigen_converged": True, "n_matvecs": 0, "notes": []}
+    return {
+        "path": "dense",
+        "hessian": H,
+        "eigenvalues": eigs,
+        "eigenvectors": vecs,
+        "n_negative": _negative_count(eigs),
+        "trace": float(torch.trace(H)),
+        "trace_std_error": 0.0,
+        "diagonal": torch.diagonal(H).clone(),
+        "diagonal_source": "exact",
+        "density": density_from_eigenvalues(eigs),
+        "eigen_converged": True,
+        "n_matvecs": 0,
+        "notes": [],
+    }
 
 
 def _operator(obj: Objective, w0: torch.Tensor, config: Config) -> dict[str, Any]:
@@ -68,8 +85,9 @@ def _operator(obj: Objective, w0: torch.Tensor, config: Config) -> dict[str, Any
     res = eigen(op, k=k, tol=cfg["tol"], seed=config.seed)
     tr = trace(op, n_matvecs=cfg["trace_matvecs"], seed=config.seed)
     dg = diagonal(op, n_matvecs=cfg["diagonal_matvecs"], seed=config.seed)
-    sd = spectral_density(op, n_probes=cfg["density_probes"], n_steps=cfg["density_steps"],
-                          seed=config.seed)
+    sd = spectral_density(
+        op, n_probes=cfg["density_probes"], n_steps=cfg["density_steps"], seed=config.seed
+    )
     # Negative eigenvalues outside the top-k: estimated from the SLQ quadrature weights.
     neg_weight = float(sd.weights[sd.nodes < -1e-8 * float(sd.nodes.abs().max())].sum())
     notes = [
@@ -78,17 +96,27 @@ def _operator(obj: Objective, w0: torch.Tensor, config: Config) -> dict[str, Any
         f"({tr.n_matvecs} products), diagonal by diag++ estimate, density by stochastic "
         "Lanczos quadrature; n_negative is estimated from the density's quadrature weights."
     ]
-    return {"path": "operator", "hessian": None, "eigenvalues": res.eigenvalues.double(),
-            "eigenvectors": res.eigenvectors.double().cpu(),
-            "eigen_converged": bool(res.converged.all()),
-            "n_negative": int(round(neg_weight * obj.n_params)),
-            "trace": tr.estimate, "trace_std_error": tr.std_error,
-            "diagonal": dg.estimate.double().cpu(), "diagonal_source": "estimated",
-            "density": {"grid": sd.grid.tolist(), "values": sd.density.tolist(),
-                        "sigma": float(sd.sigma)},
-            "density_nodes": sd.nodes.double().cpu(), "density_weights": sd.weights.double().cpu(),
-            "n_matvecs": int(res.n_matvecs + tr.n_matvecs + dg.n_matvecs + sd.n_matvecs),
-            "notes": notes}
+    return {
+        "path": "operator",
+        "hessian": None,
+        "eigenvalues": res.eigenvalues.double(),
+        "eigenvectors": res.eigenvectors.double().cpu(),
+        "eigen_converged": bool(res.converged.all()),
+        "n_negative": int(round(neg_weight * obj.n_params)),
+        "trace": tr.estimate,
+        "trace_std_error": tr.std_error,
+        "diagonal": dg.estimate.double().cpu(),
+        "diagonal_source": "estimated",
+        "density": {
+            "grid": sd.grid.tolist(),
+            "values": sd.density.tolist(),
+            "sigma": float(sd.sigma),
+        },
+        "density_nodes": sd.nodes.double().cpu(),
+        "density_weights": sd.weights.double().cpu(),
+        "n_matvecs": int(res.n_matvecs + tr.n_matvecs + dg.n_matvecs + sd.n_matvecs),
+        "notes": notes,
+    }
 
 
 def run(obj: Objective, reference: dict[str, Any], config: Config) -> dict[str, Any]:
@@ -99,8 +127,9 @@ def run(obj: Objective, reference: dict[str, Any], config: Config) -> dict[str, 
     return _operator(obj, w0, config)
 
 
-def cg(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *, tol: float,
-       max_iter: int) -> tuple[torch.Tensor, dict[str, Any]]:
+def cg(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *, tol: float, max_iter: int
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Solve ``A x = b`` by conjugate gradients; stops (flagged) on negative curvature.
 
     ``converged`` is ``‖b − A x‖ ≤ tol ‖b‖``; ``negative_curvature`` is set when a search
@@ -114,9 +143,10 @@ def cg(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *, tol: 
     bnorm = math.sqrt(float(b @ b)) or 1.0
     it = 0
     negative = False
-    for it in range(1, max_iter + 1):
+    while it < max_iter:
         if math.sqrt(rr) <= tol * bnorm:
             break
+        it += 1
         Ap = matvec(p)
         pAp = float(p @ Ap)
         if pAp <= 0:
@@ -129,5 +159,9 @@ def cg(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, *, tol: 
         p = r + (rr_new / rr) * p
         rr = rr_new
     rel = math.sqrt(rr) / bnorm
-    return x, {"converged": bool(rel <= tol and not negative), "iterations": it,
-               "relative_residual": rel, "negative_curvature": negative}
+    return x, {
+        "converged": bool(rel <= tol and not negative),
+        "iterations": it,
+        "relative_residual": rel,
+        "negative_curvature": negative,
+    }

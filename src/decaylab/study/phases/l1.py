@@ -22,18 +22,32 @@ from decaylab.tasks import Task
 __all__ = ["l1_point", "predicted_zeros", "run"]
 
 
-def l1_point(task: Task, seed: int, alpha: float, alpha0: float, w0: torch.Tensor, step: float,
-             max_iter: int, tol: float) -> dict[str, Any]:
+def l1_point(
+    task: Task,
+    seed: int,
+    alpha: float,
+    alpha0: float,
+    w0: torch.Tensor,
+    step: float,
+    max_iter: int,
+    tol: float,
+) -> dict[str, Any]:
     """FISTA at one ``α`` from ``w₀``."""
     obj = Objective(task, seed)
-    w, info = fista(obj.penalized(alpha0), alpha * obj.mask, w0, step=step, max_iter=max_iter,
-                    tol=tol)
-    return {"w": w, "converged": info["converged"], "iterations": info["iterations"],
-            "gradient_mapping": info["gradient_mapping"]}
+    w, info = fista(
+        obj.penalized(alpha0), alpha * obj.mask, w0, step=step, max_iter=max_iter, tol=tol
+    )
+    return {
+        "w": w,
+        "converged": info["converged"],
+        "iterations": info["iterations"],
+        "gradient_mapping": info["gradient_mapping"],
+    }
 
 
-def predicted_zeros(w0: torch.Tensor, h_diag: torch.Tensor, mask: torch.Tensor,
-                    alpha: float) -> tuple[torch.Tensor, int]:
+def predicted_zeros(
+    w0: torch.Tensor, h_diag: torch.Tensor, mask: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, int]:
     """Penalized entries with ``|w₀,i| ≤ α / H_ii``; also the count with ``H_ii ≤ 0``."""
     pen = mask > 0
     positive = h_diag > 0
@@ -46,19 +60,42 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config: Config,
-        executor: Any) -> dict[str, Any]:
+def run(
+    obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config: Config, executor: Any
+) -> dict[str, Any]:
     """Predicted vs measured zeros, precision/recall and validation loss for each α."""
     cfg, w0, a0 = config.l1, reference["w0"], reference["alpha0"]
     h_diag = curv["diagonal"] + a0 * obj.mask
     lam_max = float(curv["eigenvalues"][0]) + a0
     step = 1.0 / max(lam_max, 1e-12)
-    calls = [dict(task=obj.task, seed=config.seed, alpha=a, alpha0=a0, w0=w0, step=step,
-                  max_iter=cfg["max_iter"], tol=cfg["tol"]) for a in cfg["alphas"]]
+    calls = [
+        dict(
+            task=obj.task,
+            seed=config.seed,
+            alpha=a,
+            alpha0=a0,
+            w0=w0,
+            step=step,
+            max_iter=cfg["max_iter"],
+            tol=cfg["tol"],
+        )
+        for a in cfg["alphas"]
+    ]
     points = executor.map(l1_point, calls, keys=[f"l1-{a!r}" for a in cfg["alphas"]], label="L1")
-    rows: dict[str, list[Any]] = {k: [] for k in (
-        "zero_precision", "zero_recall", "n_zero_predicted", "n_zero_measured", "n_both",
-        "val_loss", "train_loss", "converged", "n_nonpositive_diagonal")}
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "zero_precision",
+            "zero_recall",
+            "n_zero_predicted",
+            "n_zero_measured",
+            "n_both",
+            "val_loss",
+            "train_loss",
+            "converged",
+            "n_nonpositive_diagonal",
+        )
+    }
     pen = obj.mask > 0
     for a, p in zip(cfg["alphas"], points, strict=True):
         pred, n_bad = predicted_zeros(w0, h_diag, obj.mask, a)
@@ -73,5 +110,9 @@ def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config:
         rows["train_loss"].append(obj.value(p["w"], "train"))
         rows["converged"].append(bool(p["converged"]))
         rows["n_nonpositive_diagonal"].append(n_bad)
-    return {"alphas": list(cfg["alphas"]), **rows, "n_penalized": int(pen.sum()),
-            "diagonal_source": curv["diagonal_source"]}
+    return {
+        "alphas": list(cfg["alphas"]),
+        **rows,
+        "n_penalized": int(pen.sum()),
+        "diagonal_source": curv["diagonal_source"],
+    }

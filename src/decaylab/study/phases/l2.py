@@ -24,42 +24,65 @@ from decaylab.tasks import Task
 __all__ = ["l2_point", "predict", "shrink", "trust_region", "gamma"]
 
 
-def l2_point(task: Task, seed: int, alpha: float, w0: torch.Tensor, max_iter: int, tol: float,
-             scratch: bool) -> dict[str, Any]:
+def l2_point(
+    task: Task, seed: int, alpha: float, w0: torch.Tensor, max_iter: int, tol: float, scratch: bool
+) -> dict[str, Any]:
     """Retrain at one ``α``: warm from ``w₀`` and (if ``scratch``) from the initialization."""
     obj = Objective(task, seed)
     fn = obj.penalized(alpha)
     w, info = lbfgs(fn, w0, max_iter=max_iter, tol=tol)
-    out: dict[str, Any] = {"w": w, "converged": info["converged"], "grad": obj.grad(fn, w),
-                           "iterations": info["iterations"]}
+    out: dict[str, Any] = {
+        "w": w,
+        "converged": info["converged"],
+        "grad": obj.grad(fn, w),
+        "iterations": info["iterations"],
+    }
     if scratch:
         ws, info_s = lbfgs(fn, obj.w_init, max_iter=max_iter, tol=tol)
         out.update(w_scratch=ws, scratch_converged=info_s["converged"])
     return out
 
 
-def predict(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], alpha: float,
-            config: Config) -> tuple[torch.Tensor, dict[str, Any]]:
+def predict(
+    obj: Objective, reference: dict[str, Any], curv: dict[str, Any], alpha: float, config: Config
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """``w̃(α)`` of the quadratic model; info says whether ``H + αD`` was positive definite."""
     w0, a0, D = reference["w0"], reference["alpha0"], obj.mask
     rhs = -(alpha - a0) * D * w0
     if curv["hessian"] is not None:
-        A = curv["hessian"] + alpha * torch.diag(D)
-        _, bad = torch.linalg.cholesky_ex(A)
-        delta = torch.linalg.solve(A, rhs)
-        return w0 + delta, {"converged": True, "negative_curvature": bool(bad)}
+        delta, negative = psd_solve(curv["hessian"] + alpha * torch.diag(D), rhs)
+        return w0 + delta, {"converged": True, "negative_curvature": negative}
     op = hessian_operator(obj, w0)
-    delta, info = cg(lambda v: op.matvec(v) + alpha * D * v, rhs,
-                     tol=config.curvature["cg_tol"], max_iter=config.curvature["cg_max_iter"])
+    delta, info = cg(
+        lambda v: op.matvec(v) + alpha * D * v,
+        rhs,
+        tol=config.curvature["cg_tol"],
+        max_iter=config.curvature["cg_max_iter"],
+    )
     return w0 + delta, info
+
+
+def psd_solve(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Solve ``A x = b`` for a positive semi-definite ``A``; also whether ``A`` is indefinite.
+
+    A network's Hessian can be exactly singular along an undecayed symmetry (softmax is
+    invariant to a shift of all output biases, and ``b`` has no component there), so the
+    Cholesky factor is of ``A + τI`` with ``τ = 1e-10·max|A_ii|``: exact for the positive
+    part, zero along the null direction. An ``A`` with an eigenvalue below ``−τ`` is
+    reported as indefinite (the quadratic model has no minimizer) and solved as it is.
+    """
+    tau = 1e-10 * float(A.diagonal().abs().max())
+    L, info = torch.linalg.cholesky_ex(A + tau * torch.eye(A.shape[0], dtype=A.dtype))
+    if int(info) == 0:
+        return torch.cholesky_solve(b[:, None], L)[:, 0], False
+    return torch.linalg.solve(A, b), True
 
 
 def shrink(w: torch.Tensor, w0: torch.Tensor, Q: torch.Tensor) -> list[float | None]:
     """``q_iᵀ w / q_iᵀ w₀`` per top eigenvector; ``None`` where ``q_iᵀ w₀ ≈ 0``."""
     num, den = Q.T @ w, Q.T @ w0
     floor = 1e-8 * float(w0.norm())
-    return [float(n / d) if abs(float(d)) > floor else None
-            for n, d in zip(num, den, strict=True)]
+    return [float(n / d) if abs(float(d)) > floor else None for n, d in zip(num, den, strict=True)]
 
 
 def gamma(curv: dict[str, Any], alpha: float, n_params: int) -> float:
@@ -81,30 +104,58 @@ def trust_region(alphas: list[float], errors: list[float | None], threshold: flo
     return best
 
 
-def _retrain_error(obj: Objective, curv: dict[str, Any], alpha: float, grad: torch.Tensor,
-                   ) -> float:
+def _retrain_error(
+    obj: Objective,
+    curv: dict[str, Any],
+    alpha: float,
+    grad: torch.Tensor,
+) -> float:
     """Estimated ‖w_meas − w_opt‖: one Newton step (dense) or ‖∇‖/α (operator)."""
     if curv["hessian"] is not None:
-        A = curv["hessian"] + alpha * torch.diag(obj.mask)
-        return float(torch.linalg.solve(A, grad).norm())
+        return float(psd_solve(curv["hessian"] + alpha * torch.diag(obj.mask), grad)[0].norm())
     return float(grad.norm()) / alpha
 
 
-def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config: Config,
-        executor: Any) -> dict[str, Any]:
+def run(
+    obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config: Config, executor: Any
+) -> dict[str, Any]:
     """Predict and measure every grid α; per-α metrics and the trust region."""
     cfg, w0 = config.l2, reference["w0"]
     alphas = cfg["alphas"]
-    calls = [dict(task=obj.task, seed=config.seed, alpha=a, w0=w0, max_iter=cfg["max_iter"],
-                  tol=cfg["tol"], scratch=cfg["scratch"]) for a in alphas]
+    calls = [
+        dict(
+            task=obj.task,
+            seed=config.seed,
+            alpha=a,
+            w0=w0,
+            max_iter=cfg["max_iter"],
+            tol=cfg["tol"],
+            scratch=cfg["scratch"],
+        )
+        for a in alphas
+    ]
     measured = executor.map(l2_point, calls, keys=[f"l2-{a!r}" for a in alphas], label="L2")
     k = min(config.curvature["k"], curv["eigenvectors"].shape[1])
     Q = curv["eigenvectors"][:, :k]
-    rows: dict[str, list[Any]] = {key: [] for key in (
-        "relative_error", "relative_error_scratch", "retrain_error", "displacement_norm",
-        "val_loss_predicted", "val_loss_measured", "val_loss_scratch", "train_loss_predicted",
-        "train_loss_measured", "gamma", "shrink_predicted", "shrink_measured",
-        "retrain_converged", "prediction_valid")}
+    rows: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "relative_error",
+            "relative_error_scratch",
+            "retrain_error",
+            "displacement_norm",
+            "val_loss_predicted",
+            "val_loss_measured",
+            "val_loss_scratch",
+            "train_loss_predicted",
+            "train_loss_measured",
+            "gamma",
+            "shrink_predicted",
+            "shrink_measured",
+            "retrain_converged",
+            "prediction_valid",
+        )
+    }
     predicted_w, measured_w = [], []
     for a, m in zip(alphas, measured, strict=True):
         w_pred, info = predict(obj, reference, curv, a, config)
@@ -130,10 +181,16 @@ def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], config:
         rows["shrink_predicted"].append(shrink(w_pred, w0, Q))
         rows["shrink_measured"].append(shrink(w_meas, w0, Q))
         rows["retrain_converged"].append(bool(m["converged"]))
-        rows["prediction_valid"].append(not info.get("negative_curvature", False)
-                                        and bool(info.get("converged", True)))
+        rows["prediction_valid"].append(
+            not info.get("negative_curvature", False) and bool(info.get("converged", True))
+        )
         predicted_w.append(w_pred)
         measured_w.append(w_meas)
     tr = trust_region(alphas, rows["relative_error"], cfg["trust_threshold"])
-    return {"alphas": list(alphas), **rows, "trust_region_alpha_max": tr,
-            "predicted_w": torch.stack(predicted_w), "measured_w": torch.stack(measured_w)}
+    return {
+        "alphas": list(alphas),
+        **rows,
+        "trust_region_alpha_max": tr,
+        "predicted_w": torch.stack(predicted_w),
+        "measured_w": torch.stack(measured_w),
+    }

@@ -16,8 +16,13 @@ from decaylab.study.objective import Objective
 __all__ = ["run"]
 
 
-def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], l2: dict[str, Any],
-        config: Config) -> dict[str, Any]:
+def run(
+    obj: Objective,
+    reference: dict[str, Any],
+    curv: dict[str, Any],
+    l2: dict[str, Any],
+    config: Config,
+) -> dict[str, Any]:
     w0 = reference["w0"]
     Q = curv["eigenvectors"][:, :2]
     pred = (l2["predicted_w"] - w0) @ Q
@@ -29,6 +34,13 @@ def run(obj: Objective, reference: dict[str, Any], curv: dict[str, Any], l2: dic
     a = torch.linspace(-radii[0], radii[0], n, dtype=w0.dtype)
     b = torch.linspace(-radii[1], radii[1], n, dtype=w0.dtype)
     J = [[obj.value(w0 + ai * Q[:, 0] + bj * Q[:, 1]) for ai in a] for bj in b]
-    return {"a": a.tolist(), "b": b.tolist(), "J": J, "w0": [0.0, 0.0],
-            "predicted": pred.tolist(), "measured": meas.tolist(), "alphas": list(l2["alphas"]),
-            "eigenvalues": [float(v) for v in curv["eigenvalues"][:2]]}
+    return {
+        "a": a.tolist(),
+        "b": b.tolist(),
+        "J": J,
+        "w0": [0.0, 0.0],
+        "predicted": pred.tolist(),
+        "measured": meas.tolist(),
+        "alphas": list(l2["alphas"]),
+        "eigenvalues": [float(v) for v in curv["eigenvalues"][:2]],
+    }

@@ -36,7 +36,7 @@ def resolve_alpha0(task: Any, config: Config) -> tuple[float, str]:
         return AUTO_ALPHA0_CLASSIFICATION, (
             f"classification: the data term has no finite minimizer when the training set is "
             f"separable, so the reference minimizes J + (α₀/2)‖w_d‖² with α₀ = "
-            f"{AUTO_ALPHA0_CLASSIFICATION:g} (reference.alpha0 = \"auto\")"
+            f'{AUTO_ALPHA0_CLASSIFICATION:g} (reference.alpha0 = "auto")'
         )
     return 0.0, "regression: the reference minimizes J alone (α₀ = 0)"
 
@@ -44,8 +44,12 @@ def resolve_alpha0(task: Any, config: Config) -> tuple[float, str]:
 def run(obj: Objective, config: Config) -> dict[str, Any]:
     """Train ``w₀``; return it with its losses, gradient norm and convergence."""
     alpha0, why = resolve_alpha0(obj.task, config)
-    w0, info = lbfgs(obj.penalized(alpha0), obj.w_init, max_iter=config.reference["max_iter"],
-                     tol=config.reference["tol"])
+    w0, info = lbfgs(
+        obj.penalized(alpha0),
+        obj.w_init,
+        max_iter=config.reference["max_iter"],
+        tol=config.reference["tol"],
+    )
     return {
         "w0": w0,
         "alpha0": alpha0,

@@ -1,0 +1,86 @@
+"""Online α: one :func:`decaylab.fit` run whose callback re-estimates α during training.
+
+The ``"evidence"`` and ``"hypergradient"`` methods differ only in ``update(view, α) -> α'``;
+this module runs the task's protocol through ``fit`` with a :class:`~decaylab.Callback` that
+calls it ``updates`` times, evenly spaced, and sets ``state.weight_decay`` (effective from the
+next step).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from decaylab.advise._train import Budget, Protocol, fresh_model
+from decaylab.regularize import param_groups
+from decaylab.training import Callback, TrainState, fit
+
+__all__ = ["run_online"]
+
+
+class _OnlineAlpha(Callback):
+    def __init__(
+        self, view: Any, update: Callable[[Any, float], float], interval: int, updates: int
+    ) -> None:
+        self.view, self.update = view, update
+        self.interval, self.updates = interval, updates
+        self.done = 0
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self.done < self.updates and state.step % self.interval == 0:
+            self.view.alpha = float(state.weight_decay)
+            state.weight_decay = float(self.update(self.view, self.view.alpha))
+            self.view.alpha = float(state.weight_decay)
+            self.done += 1
+
+
+def run_online(
+    task: Any,
+    protocol: Protocol,
+    alpha0: float,
+    budget: Budget,
+    *,
+    updates: int,
+    update: Callable[[Any, float], float],
+) -> Any:
+    """Train with the protocol from the seeded initialization, α updated ``updates`` times;
+    returns the view (``model``, data, ``decayed``, final ``alpha``) the updates saw."""
+    model = fresh_model(task, protocol.seed)
+    dtype = next(model.parameters()).dtype
+    X, y = (torch.as_tensor(t) for t in task.train)
+    Xv, yv = (torch.as_tensor(t) for t in task.val)
+    decayed = [p for g in param_groups(model, 1.0) if g["weight_decay"] > 0 for p in g["params"]]
+    view = types.SimpleNamespace(
+        model=model,
+        loss_fn=task.loss_fn,
+        X=X.to(dtype),
+        y=y,
+        Xv=Xv.to(dtype),
+        yv=yv,
+        decayed=decayed,
+        alpha=alpha0,
+    )
+    interval = max(protocol.steps // (updates + 1), 1)
+    callback = _OnlineAlpha(view, update, interval, updates)
+    fit(
+        model,
+        task.loss_fn,
+        (view.X, y),
+        optimizer=protocol.optimizer,
+        lr=protocol.lr,
+        steps=protocol.steps,
+        batch_size=protocol.batch_size,
+        weight_decay=alpha0,
+        decoupled=protocol.optimizer == "adamw",
+        seed=protocol.seed,
+        progress=False,
+        eval_every=protocol.steps,
+        callbacks=[callback],
+    )
+    batch = protocol.batch_size or len(X)
+    budget.add_steps(protocol.steps, min(batch / len(X), 1.0))
+    view.steps_done = protocol.steps
+    return view
