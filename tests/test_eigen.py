@@ -391,9 +391,35 @@ def test_duplicated_hidden_units_all_copies() -> None:
     assert res.all_converged and res.complete
     check_certified(H, res, ref, slack=10 * torch.finfo(torch.float32).eps)
     assert np.allclose(res.eigenvalues.numpy(), ref, rtol=TOL)
-    # The issue asks for at most twice today's products; measured: 74 against 33 (2.24x),
-    # the check's last round multiplies the 2 chains it brought in and 2 fresh starts.
-    assert res.n_matvecs <= 2.25 * plain.n_matvecs
+    # The issue asks for at most twice today's products. Measured: 62 against 33; the
+    # round after the miss ran apart from the basis (5 steps on the deflated operator),
+    # where an in-basis round would also multiply the 2 chains the first round brought in
+    # (74 products, 2.24x).
+    assert res.check_steps == 5
+    assert res.n_matvecs <= 2 * plain.n_matvecs
+
+
+def test_deflated_round_finds_what_the_deflation_leaves() -> None:
+    """The round run apart from the basis: with the top-3 eigenvectors of a 200 x 200
+    matrix deflated, it must report the 4th eigenvalue (found by numpy) when it beats the
+    bar, nothing when no eigenvalue does, and refuse (None) when the budget is short."""
+    from decaylab.curvature._linop import as_linop, random_generator
+    from decaylab.curvature.lanczos import _deflated_check
+
+    lam = np.concatenate([[9.0, 8.0, 7.0, 6.0], np.linspace(-1.0, 1.0, 196)])
+    A = rotated(lam, seed=3)
+    w, U = np.linalg.eigh(A)
+    Q = torch.from_numpy(U[:, ::-1][:, :3].copy())
+    gen = random_generator(0)
+    lin = as_linop(A)
+    found = _deflated_check(lin, Q, 5.0, "largest", 2, 5, gen, 100)
+    assert found is not None and found.shape[1] >= 1
+    v = found[:, 0].numpy() / np.linalg.norm(found[:, 0].numpy())
+    assert abs(v @ A @ v - w[-4]) < 0.5 and abs(v @ U[:, -4]) > 0.9  # the 4th eigenpair
+    assert np.abs(U[:, -3:].T @ v).max() < 1e-8  # nothing of the deflated vectors
+    none = _deflated_check(lin, Q, 6.5, "largest", 2, 5, gen, 100)  # 6 does not beat 6.5
+    assert none is not None and none.shape[1] == 0
+    assert _deflated_check(lin, Q, 5.0, "largest", 2, 5, gen, 9) is None  # 10 products needed
 
 
 def test_completeness_check_out_of_budget_is_flagged() -> None:

@@ -29,6 +29,7 @@ import argparse
 import io
 import json
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -904,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.out / "mutation.json").exists():
         earlier = json.loads((args.out / "mutation.json").read_text())
         previous, commands = earlier.get("modules", {}), earlier.get("commands", [])
-    command = "python tools/mutate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python tools/mutate.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = {
         "command": command,
         "commands": [*commands, command],

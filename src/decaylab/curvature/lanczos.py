@@ -58,9 +58,11 @@ _NORM_FLOOR = 1e-6
 _BREAKDOWN = 1e-10
 
 #: Completeness check (see :func:`eigen`, "Completeness"): fresh Gaussian directions added
-#: once all wanted pairs certify, and the block steps they are followed for.
+#: once all wanted pairs certify, and the block steps they are followed for. A round after
+#: a miss runs apart from the basis on the deflated operator, ``_RECHECK_STEPS`` steps.
 _CHECK_BLOCK = 2
 _CHECK_STEPS = 4
+_RECHECK_STEPS = 5
 
 #: Multiplier on the estimated per-product rounding error before it is added to a
 #: residual (the estimate is statistical, so it is taken with a margin).
@@ -332,15 +334,80 @@ class _Krylov:
         self.n_restarts += 1
 
 
+def _keys(theta: torch.Tensor, which: str) -> torch.Tensor:
+    """Ritz values mapped so that larger means more wanted."""
+    if which == "largest":
+        return theta
+    return -theta if which == "smallest" else theta.abs()
+
+
+def _deflated_check(
+    lin: LinOp,
+    Q: torch.Tensor,
+    bar: float,
+    which: str,
+    block: int,
+    steps: int,
+    gen: torch.Generator,
+    budget: int,
+) -> torch.Tensor | None:
+    """Block Krylov iteration from ``block`` fresh Gaussian starts on ``(I − QQᵀ) H (I − QQᵀ)``.
+
+    ``Q`` holds the certified wanted Ritz vectors, ``bar`` the key (:func:`_keys`) that a
+    missed eigenvalue must beat: the last wanted value plus its threshold. Deflated, a
+    missed eigenvalue is the most wanted one left, so ``steps`` block steps find it with
+    Kuczyński & Woźniakowski's probability. Returns the check-space Ritz vectors whose key
+    beats ``bar`` (``(P, m)``, ``m ≥ 1``; the iteration stops at the first step that finds
+    one), an empty ``(P, 0)`` block when none does, or ``None`` when ``budget`` products do
+    not allow the ``block · steps`` products of the check.
+    """
+    if block * steps > budget:
+        return None
+
+    def deflate(X: torch.Tensor) -> torch.Tensor:
+        return X - Q @ (Q.T @ X)
+
+    def new_part(X: torch.Tensor) -> torch.Tensor:
+        for _ in range(2):  # against Q and the check space; twice is enough
+            X = deflate(X)
+            X = X - V @ (V.T @ X)
+        return X
+
+    X = gaussian(lin.size, block, gen, lin.device)
+    V = torch.empty(lin.size, 0, dtype=torch.float64, device=lin.device)
+    W = torch.empty_like(V)
+    for _ in range(steps):
+        before = torch.linalg.vector_norm(X, dim=0)
+        X = new_part(X)
+        lost = torch.linalg.vector_norm(X, dim=0) <= _BREAKDOWN * before
+        if bool(lost.any()):  # an invariant direction: continue from a fresh one
+            X[:, lost] = new_part(gaussian(lin.size, int(lost.sum()), gen, lin.device))
+        X, _ = torch.linalg.qr(X)
+        V = torch.cat([V, X], dim=1)
+        W = torch.cat([W, deflate(lin.matmat(X))], dim=1)
+        G = V.T @ W
+        theta, S = torch.linalg.eigh(0.5 * (G + G.T))
+        beats = _keys(theta, which).cpu() > bar
+        if bool(beats.any()):
+            return V @ S[:, beats.to(S.device)]
+        X = W[:, -block:]
+    return V[:, :0]
+
+
 class _CompletenessCheck:
     """State of the randomized completeness check of :func:`eigen`.
 
-    Once every wanted pair certifies, ``block`` fresh Gaussian directions join the basis and
-    the iteration goes on for ``steps`` steps (every pending direction, the fresh ones and
-    the Lanczos chain's, multiplied each step). If no wanted Ritz value moves by more than
-    its threshold meanwhile, nothing the fresh starts can reveal was missed: the check
-    passes. If one moves, a missed eigenvalue came in; the iteration continues until the
-    pairs certify again, and the check starts over.
+    First round: once every wanted pair certifies, ``block`` fresh Gaussian directions join
+    the basis and the iteration goes on for ``steps`` steps (every pending direction, the
+    fresh ones and the Lanczos chain's, multiplied each step). If no wanted Ritz value moves
+    by more than its threshold meanwhile, nothing the fresh starts can reveal was missed:
+    the check passes. If one moves, a missed eigenvalue came in; the iteration continues
+    until the pairs certify again, and the next round starts.
+
+    Later rounds (:meth:`deflated_round`) run apart from the basis: by then the basis holds
+    ``1 + 2·rounds`` chains, and an in-basis round would multiply all of them each step,
+    while a deflated block iteration multiplies only its own fresh directions. The first
+    round stays in the basis because, when it finds a miss, its products are kept.
     """
 
     def __init__(self, which: str, block: int, steps: int) -> None:
@@ -350,15 +417,42 @@ class _CompletenessCheck:
         self.rounds = 0
         self.found = 0
         self.passed = False
+        self.passed_steps = 0  # steps of the round that passed
 
-    def _keys(self, theta: torch.Tensor) -> torch.Tensor:
-        if self.which == "largest":
-            return theta
-        return -theta if self.which == "smallest" else theta.abs()
+    def deflated_round(
+        self,
+        kry: _Krylov,
+        theta: torch.Tensor,
+        S: torch.Tensor,
+        thresh: torch.Tensor,
+        gen: torch.Generator,
+        budget: int,
+    ) -> bool:
+        """A round after a miss, run apart from the basis (:func:`_deflated_check`) on the
+        wanted, certified pairs ``(theta, V S)``. Returns whether the iteration stops: the
+        round passed, or the budget cannot pay for it. A miss it finds joins the basis."""
+        keys = _keys(theta, self.which)
+        last = int(torch.argmin(keys))
+        bar = float(keys[last] + thresh[last])
+        Q = kry.ritz_vectors(S)[0]
+        steps = _RECHECK_STEPS
+        found = _deflated_check(kry.lin, Q, bar, self.which, self.block, steps, gen, budget)
+        if found is None:
+            return True
+        if found.shape[1] == 0:
+            self.passed, self.passed_steps = True, _RECHECK_STEPS
+            return True
+        # The missed directions (their parts outside the basis) become pending
+        # directions, multiplied from the next step on; the pairs re-certify, then
+        # the next round starts.
+        kry.extend(found.T.contiguous(), scale=None)
+        self.reference = None
+        self.found += 1
+        return False
 
     def step(self, theta: torch.Tensor, thresh: torch.Tensor, certified: bool) -> str:
         """``"stop"`` (check passed), ``"start"`` (add fresh directions) or ``"go"``."""
-        keys = self._keys(theta)
+        keys = _keys(theta, self.which)
         if self.passed:  # the check passed; only the certification was still pending
             return "stop" if certified else "go"
         if self.reference is None:
@@ -378,7 +472,7 @@ class _CompletenessCheck:
         # residual (a tight cluster mixing); then iterate until it certifies again,
         # without a new round.
         self.reference = None
-        self.passed = True
+        self.passed, self.passed_steps = True, self.steps
         return "stop" if certified else "go"
 
 
@@ -494,17 +588,26 @@ def eigen(
     Gaussian directions join the basis and the iteration goes on for 4 steps,
     multiplying every pending direction each step. If a wanted Ritz value moves by more
     than its threshold, a missed eigenvalue came in: the iteration continues until the
-    pairs certify again and the check starts over with 2 new directions (a chain holds
-    one copy of each eigenspace, so copies need new chains). If nothing moves, the
-    check passes: ``complete=True``. Since the basis then contains the 4-dimensional
-    Krylov space of each fresh start, deflated by the certified pairs, Kuczyński &
-    Woźniakowski's bound gives :meth:`EigenResult.miss_probability`: an eigenvalue
-    beyond ``θ_k`` by at least ``gap · (λ_max − λ_min)`` is missed with probability at
-    most ``min(1, 1.648 sqrt(P) e^{−7 sqrt(gap)})²`` (useful for large gaps only; the
-    check is far better in practice: every copy was found in the tests). What it cost
-    is ``completeness_matvecs``: 12 products when nothing is missing (``b = 1``); on an
-    MLP with six identical hidden units 41 (74 in all, against 33 without the check,
-    which misses three copies). Measured with ``benchmarks/eigen_multiplicity.py``.
+    pairs certify again. If nothing moves, the check passes: ``complete=True``. After a
+    miss, each further round starts 2 new Gaussian directions (a chain holds one copy of
+    each eigenspace, so copies need new chains) and runs them apart from the basis: a
+    block Lanczos iteration of 5 steps on ``(I − QQᵀ) H (I − QQᵀ)``, ``Q`` the certified
+    wanted Ritz vectors, which multiplies only those 2 directions (an in-basis round
+    multiplies every chain the earlier rounds brought in). A missed eigenvalue is the
+    most wanted one of the deflated operator; if a Ritz value of the round beats the
+    ``k``-th value by more than its threshold, those Ritz vectors join the basis, the
+    pairs re-certify and a new round starts; if none does, the check passes. Either way
+    the last round followed ``r = 2`` fresh starts for ``s`` steps (4 or 5) on the
+    operator deflated by the certified pairs, so Kuczyński & Woźniakowski's bound gives
+    :meth:`EigenResult.miss_probability`: an eigenvalue beyond ``θ_k`` by at least
+    ``gap · (λ_max − λ_min)`` is missed with probability at most
+    ``min(1, 1.648 sqrt(P) e^{−(2s−1) sqrt(gap)})²`` (useful for large gaps only; in
+    practice far better, though not perfect: over 192 seeded float64/float32 runs with
+    multiplicities 3-10, one missed a copy, in a first round; 2 with in-basis rounds
+    only). What it cost is ``completeness_matvecs``: 12 products when nothing is missing
+    (``b = 1``); on an MLP with six identical hidden units 31 (64 in all, against 33
+    without the check, which misses three copies; 74 with in-basis rounds only).
+    Measured with ``benchmarks/eigen_multiplicity.py``.
 
     Examples
     --------
@@ -617,10 +720,14 @@ def eigen(
             action = "stop" if check is None else check.step(theta[want], thresh, certified)
             if action == "stop" and certified:
                 break
-            if action == "start" and check is not None:
+            if action == "start" and check is not None and check.found == 0:
                 # Fresh random directions, multiplied from the next step. They must be
                 # new: a chain from an earlier check holds its copy of each eigenspace.
                 kry.add_fresh(check.block)
+            elif action == "start" and check is not None:
+                left = loop_budget - lin.n_matvecs
+                if check.deflated_round(kry, theta[want], S[:, want], thresh, gen, left):
+                    break
         if lin.n_matvecs >= loop_budget or kry.pending() == 0:
             break
         if kry.n_v > basis:
@@ -697,7 +804,7 @@ def eigen(
         complete=complete,
         completeness_matvecs=0 if first_certified is None else lin.n_matvecs - first_certified,
         check_block=0 if spans_space or check is None else check.block,
-        check_steps=0 if spans_space or check is None else check.steps,
+        check_steps=0 if spans_space or check is None else check.passed_steps,
         n_dim=P,
     )
 
