@@ -45,8 +45,9 @@ def objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> floa
 
 
 def liblinear(X: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    kwargs = dict(C=1.0 / (len(y) * alpha), solver="liblinear", fit_intercept=False, tol=1e-10,
-                  max_iter=10000)
+    kwargs = dict(
+        C=1.0 / (len(y) * alpha), solver="liblinear", fit_intercept=False, tol=1e-10, max_iter=10000
+    )
     major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
     if (major, minor) >= (1, 8):  # 1.8 deprecates ``penalty`` in favour of ``l1_ratio``
         kwargs["l1_ratio"] = 1.0
@@ -90,19 +91,33 @@ def main() -> None:
         with warnings.catch_warnings():
             # fit warns that heavy ball + prox is biased; measuring that bias is the point here.
             warnings.simplefilter("ignore", TheoryWarning)
-            hist = fit(model, nn.BCEWithLogitsLoss(), data, steps=args.steps, penalty=L1(alpha),
-                       eval_every=args.eval_every, progress=False, **kwargs)
+            hist = fit(
+                model,
+                nn.BCEWithLogitsLoss(),
+                data,
+                steps=args.steps,
+                penalty=L1(alpha),
+                eval_every=args.eval_every,
+                progress=False,
+                **kwargs,
+            )
         seconds = time.perf_counter() - start
         w = model.weight.detach().numpy().ravel().copy()
         runs[name] = dict(steps=hist.step, objective=hist.objective, w=w, seconds=seconds)
 
     f_lib = objective(X, y, w_lib, alpha)
     f_star = min([f_lib] + [min(r["objective"]) for r in runs.values()])
-    print(f"breast cancer, N={n}, d=30, alpha={alpha}, L={lipschitz:.4f}, lr=1/L={1/lipschitz:.4f}")
-    print(f"liblinear: F={f_lib:.12f}, gap to F* {(f_lib - f_star) / f_star:.1e}, "
-          f"nonzeros {int((w_lib != 0).sum())}/30")
-    header = (f"{'solver':28s} {'gap@1k':>9s} {'gap@5k':>9s} {'gap@end':>9s} "
-              f"{'last-2k range':>19s} {'first<=1e-6':>11s} {'nnz':>4s} {'support':>7s} {'s':>5s}")
+    print(
+        f"breast cancer, N={n}, d=30, alpha={alpha}, L={lipschitz:.4f}, lr=1/L={1 / lipschitz:.4f}"
+    )
+    print(
+        f"liblinear: F={f_lib:.12f}, gap to F* {(f_lib - f_star) / f_star:.1e}, "
+        f"nonzeros {int((w_lib != 0).sum())}/30"
+    )
+    header = (
+        f"{'solver':28s} {'gap@1k':>9s} {'gap@5k':>9s} {'gap@end':>9s} "
+        f"{'last-2k range':>19s} {'first<=1e-6':>11s} {'nnz':>4s} {'support':>7s} {'s':>5s}"
+    )
     print(header)
     results = {}
     for name, run in runs.items():
@@ -118,15 +133,22 @@ def main() -> None:
         w = run["w"]
         support = bool(np.array_equal(w == 0, w_lib == 0))
         results[name] = dict(
-            gap_1k=gap_at(1000), gap_5k=gap_at(5000), gap_final=float(gaps[-1]),
-            tail_min=float(tail.min()), tail_max=float(tail.max()), first_step_1e6=first,
-            nonzeros=int((w != 0).sum()), same_support_as_liblinear=support,
+            gap_1k=gap_at(1000),
+            gap_5k=gap_at(5000),
+            gap_final=float(gaps[-1]),
+            tail_min=float(tail.min()),
+            tail_max=float(tail.max()),
+            first_step_1e6=first,
+            nonzeros=int((w != 0).sum()),
+            same_support_as_liblinear=support,
             seconds=run["seconds"],
         )
         r = results[name]
-        print(f"{name:28s} {r['gap_1k']:9.1e} {r['gap_5k']:9.1e} {r['gap_final']:9.1e} "
-              f"[{r['tail_min']:8.1e},{r['tail_max']:8.1e}] {str(first):>11s} "
-              f"{r['nonzeros']:4d} {str(support):>7s} {run['seconds']:5.1f}")
+        print(
+            f"{name:28s} {r['gap_1k']:9.1e} {r['gap_5k']:9.1e} {r['gap_final']:9.1e} "
+            f"[{r['tail_min']:8.1e},{r['tail_max']:8.1e}] {str(first):>11s} "
+            f"{r['nonzeros']:4d} {str(support):>7s} {run['seconds']:5.1f}"
+        )
     # Heavy ball + prox settles, but elsewhere: torch's velocity sums raw gradients, so at a
     # fixed point the gradient step is lr·g/(1−μ) against a threshold lr·α — the L1 optimum
     # for α(1−μ). Check that reading against liblinear at that α.
@@ -143,12 +165,24 @@ def main() -> None:
         results[name]["gap_for_alpha_effective"] = gap_eff
         same_support = bool(np.array_equal(w == 0, w_eff == 0))
         results[name]["same_support_for_alpha_effective"] = same_support
-        print(f"{name}: gap to the optimum for alpha(1-mu)={alpha_eff:g}: {gap_eff:.1e}, "
-              f"same support: {same_support}")
+        print(
+            f"{name}: gap to the optimum for alpha(1-mu)={alpha_eff:g}: {gap_eff:.1e}, "
+            f"same support: {same_support}"
+        )
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(dict(alpha=alpha, lipschitz=lipschitz, f_star=f_star, f_liblinear=f_lib,
-                           steps=args.steps, results=results), handle, indent=2)
+            json.dump(
+                dict(
+                    alpha=alpha,
+                    lipschitz=lipschitz,
+                    f_star=f_star,
+                    f_liblinear=f_lib,
+                    steps=args.steps,
+                    results=results,
+                ),
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

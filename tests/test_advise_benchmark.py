@@ -35,5 +35,6 @@ def test_advisor_benchmark_quick(advisor_module, tmp_path):
     assert rows["grid"]["val_loss"] == min(grid["val_loss"])
     # Optuna was given the default method's gradient budget (at least one trial).
     assert rows["optuna TPE+Hyperband"]["grad_evals"] <= max(
-        rows["decaylab path"]["grad_evals"], data["tasks"][0]["protocol"]["steps"])
+        rows["decaylab path"]["grad_evals"], data["tasks"][0]["protocol"]["steps"]
+    )
     assert "| decaylab path |" in (tmp_path / "advisor_quick.md").read_text()

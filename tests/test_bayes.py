@@ -350,8 +350,13 @@ def test_laplace_log_evidence_equals_laplace_torch():
     ours = laplace_log_evidence(model, "cross_entropy", (X, y), alphas, params="all")
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=25)
     for alpha, value in zip(alphas, ours, strict=True):
-        la = laplace.Laplace(model, "classification", subset_of_weights="all",
-                             hessian_structure="full", prior_precision=float(alpha * len(X)))
+        la = laplace.Laplace(
+            model,
+            "classification",
+            subset_of_weights="all",
+            hessian_structure="full",
+            prior_precision=float(alpha * len(X)),
+        )
         la.fit(loader)
         ref = float(la.log_marginal_likelihood())
         assert abs(value - ref) <= 1e-5 * abs(ref)
@@ -369,16 +374,23 @@ def test_laplace_log_evidence_decayed_against_explicit_jacobian():
     sizes = [params[n].numel() for n in names]
 
     def logits(flat):
-        parts = dict(zip(names, (t.reshape(params[n].shape)
-                                 for t, n in zip(torch.split(flat, sizes), names, strict=True)),
-                         strict=True))
+        parts = dict(
+            zip(
+                names,
+                (
+                    t.reshape(params[n].shape)
+                    for t, n in zip(torch.split(flat, sizes), names, strict=True)
+                ),
+                strict=True,
+            )
+        )
         return torch.func.functional_call(m64, {**params, **parts}, (X.double(),))
 
-    Jac = torch.func.jacrev(logits)(w)                        # (N, C, P)
+    Jac = torch.func.jacrev(logits)(w)  # (N, C, P)
     Jac = Jac.detach()
     p = torch.softmax(logits(w), dim=1).detach()
     Hout = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    G_sum = torch.einsum("ncp,ncd,ndq->pq", Jac, Hout, Jac).numpy()   # N * GGN of the mean
+    G_sum = torch.einsum("ncp,ncd,ndq->pq", Jac, Hout, Jac).numpy()  # N * GGN of the mean
     with torch.no_grad():
         nll = float(torch.nn.functional.cross_entropy(logits(w), y, reduction="sum"))
     N, P = len(X), w.numel()
@@ -414,8 +426,9 @@ def test_laplace_log_evidence_topk_is_labelled_and_errs_low():
 
     model, X, y = _trained_classifier(seed=2)
     full = ggn_spectrum(model, "cross_entropy", (X, y), params="all")
-    top = ggn_spectrum(model, "cross_entropy", (X, y), params="all", structure="topk", k=10,
-                       n_matvecs=400)
+    top = ggn_spectrum(
+        model, "cross_entropy", (X, y), params="all", structure="topk", k=10, n_matvecs=400
+    )
     assert full.exact and not top.exact
     assert top.eigenvalues[:3] == pytest.approx(full.eigenvalues[:3], rel=1e-6)
     alphas = np.array([1e-3, 1e-2, 1e-1])
@@ -425,8 +438,9 @@ def test_laplace_log_evidence_topk_is_labelled_and_errs_low():
     assert np.all(approx <= exact + 0.05 * np.abs(exact))
     # The spread-out tail is coarse where alpha is below the tail eigenvalues, good above.
     assert abs(approx[-1] - exact[-1]) <= 0.01 * abs(exact[-1])
-    all_k = ggn_spectrum(model, "cross_entropy", (X, y), params="all", structure="topk",
-                         k=full.n_params)
+    all_k = ggn_spectrum(
+        model, "cross_entropy", (X, y), params="all", structure="topk", k=full.n_params
+    )
     assert log_evidence_from_spectrum(all_k, alphas) == pytest.approx(exact, rel=1e-8)
 
 

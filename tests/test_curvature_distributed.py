@@ -106,8 +106,16 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
     def full_loss(w: torch.Tensor) -> torch.Tensor:
-        params = dict(zip(names, (t.view(s) for t, s in zip(w.split([s.numel() for s in shapes]),
-                                                             shapes, strict=True)), strict=True))
+        params = dict(
+            zip(
+                names,
+                (
+                    t.view(s)
+                    for t, s in zip(w.split([s.numel() for s in shapes]), shapes, strict=True)
+                ),
+                strict=True,
+            )
+        )
         return nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
 
     H_full = torch.func.hessian(full_loss)(w0)

@@ -607,8 +607,10 @@ def log_evidence_from_spectrum(
     logdet = s.log_det_ratio(flat)
     if s.likelihood == "classification":
         if noise_precision is not None:
-            raise ValueError("noise_precision applies to regression (half_mse) only, got "
-                             f"{noise_precision!r} with a classification loss")
+            raise ValueError(
+                "noise_precision applies to regression (half_mse) only, got "
+                f"{noise_precision!r} with a classification loss"
+            )
         out = -N * s.mean_loss - 0.5 * N * flat * s.sq_norm - 0.5 * logdet
     else:
         if noise_precision is None:
@@ -699,7 +701,13 @@ def laplace_log_evidence(
     """
     a = _positive_array(alpha, "alpha")
     spectrum = ggn_spectrum(
-        model, loss_fn, data, params=params, structure=structure, k=k, n_matvecs=n_matvecs,
+        model,
+        loss_fn,
+        data,
+        params=params,
+        structure=structure,
+        k=k,
+        n_matvecs=n_matvecs,
         max_dense=max_dense,
     )
     return log_evidence_from_spectrum(spectrum, a, noise_precision)

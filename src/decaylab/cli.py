@@ -172,7 +172,7 @@ def report(
 def _render(results: dict[str, Any], out: Path) -> Path | None:
     """``decaylab.report.render(results, out)`` when it exists; ``None`` otherwise."""
     try:
-        from decaylab.report import render  # type: ignore[attr-defined]
+        from decaylab.report import render
     except ImportError:
         return None
     return Path(render(results, out))

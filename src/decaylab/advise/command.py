@@ -9,10 +9,14 @@ study's) are ignored. Command-line options win over the file. ``DIR/advice.json`
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli backport
+    import tomli as tomllib
 
 from decaylab.advise._train import Protocol
 from decaylab.advise.advice import Advice

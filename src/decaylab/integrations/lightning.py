@@ -66,7 +66,8 @@ try:
     from lightning.pytorch import Callback, LightningModule, Trainer
 except ImportError:  # pragma: no cover - depends on the environment
     try:
-        from pytorch_lightning import Callback, LightningModule, Trainer  # type: ignore[no-redef,assignment]
+        # The same classes under the pre-2.0 package name; mypy sees them as a second definition.
+        from pytorch_lightning import Callback, LightningModule, Trainer  # type: ignore[assignment]
     except ImportError as exc:
         raise ImportError(
             "decaylab.integrations.lightning needs Lightning: pip install 'decaylab[lightning]'"

@@ -18,11 +18,15 @@ decaylab.study.config.ConfigError: l2.alphas: every value must be > 0, got -1.0
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli backport
+    import tomli as tomllib
 
 __all__ = ["SPEC", "Config", "ConfigError", "config_from_dict", "load_config"]
 
