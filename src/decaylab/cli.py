@@ -369,6 +369,21 @@ def advise(
         _fail(str(exc))
     typer.echo(str(advice))
     typer.echo(f"advice:  {path}")
+    typer.echo(f"report:  {_render_advice(out)}")
+
+
+def _render_advice(out: Path) -> Path:
+    """Re-render DIR/report.html with the Advice section when a study is there, else advice only."""
+    from decaylab.report import load_results, render
+    from decaylab.report.advice import load_advice
+    from decaylab.report.page import render_advice
+
+    advice = load_advice(out)
+    if advice is None:  # pragma: no cover - advise_command has just written it
+        _fail(f"{str(out / 'advice.json')!r} was not written")
+    if (out / "results.json").is_file():
+        return render(load_results(out), out, advice)
+    return render_advice(advice, out)
 
 
 def main() -> None:
