@@ -75,6 +75,14 @@ RayAddressOption = Annotated[
         "default: a private local Ray instance.",
     ),
 ]
+AdviseExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="What runs the grid baseline's points (--method grid, --compare-grid): `local` or "
+        "`ray` (one Ray task per point; needs decaylab[ray]).",
+    ),
+]
 SeedOption = Annotated[
     int | None,
     typer.Option("--seed", help="Seed of the model's initialization (overrides the config)."),
@@ -359,12 +367,16 @@ def advise(
     compare_grid: Annotated[
         bool, typer.Option("--compare-grid", help="Also run the 11-point grid baseline.")
     ] = False,
+    executor: AdviseExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Advise a weight decay α for a task: grid quality at a fraction of its compute."""
     from decaylab.advise.command import advise_command
 
     try:
-        advice, path = advise_command(task, config, out, method, compare_grid or None)
+        advice, path = advise_command(
+            task, config, out, method, compare_grid or None, executor, ray_address
+        )
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(str(advice))
