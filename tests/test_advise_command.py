@@ -61,6 +61,9 @@ def test_cli_writes_advice_json(files, tmp_path):
     assert data["protocol"]["steps"] == 30 and data["protocol"]["lr"] == 0.05
     assert data["alpha"] == data["grid"]["best_alpha"]
     assert len(data["curves"]["alpha"]) == 3 == len(data["grid"]["val_loss"])
+    # no study in out/: an advice-only page, drawn from the real advice.json
+    page = (out / "report.html").read_text()
+    assert "No study ran" in page and (out / "figures" / "8_advice.png").is_file()
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -75,6 +75,14 @@ RayAddressOption = Annotated[
         "default: a private local Ray instance.",
     ),
 ]
+AdviseExecutorOption = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="What runs the grid baseline's points (--method grid, --compare-grid): `local` or "
+        "`ray` (one Ray task per point; needs decaylab[ray]).",
+    ),
+]
 SeedOption = Annotated[
     int | None,
     typer.Option("--seed", help="Seed of the model's initialization (overrides the config)."),
@@ -99,7 +107,7 @@ def _root(
     """decaylab: weight decay, L1 and early stopping, predicted from the Hessian and measured."""
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     # typer.secho rather than rich: a long path in the message must not be wrapped.
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
@@ -359,16 +367,35 @@ def advise(
     compare_grid: Annotated[
         bool, typer.Option("--compare-grid", help="Also run the 11-point grid baseline.")
     ] = False,
+    executor: AdviseExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Advise a weight decay α for a task: grid quality at a fraction of its compute."""
     from decaylab.advise.command import advise_command
 
     try:
-        advice, path = advise_command(task, config, out, method, compare_grid or None)
+        advice, path = advise_command(
+            task, config, out, method, compare_grid or None, executor, ray_address
+        )
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(str(advice))
     typer.echo(f"advice:  {path}")
+    typer.echo(f"report:  {_render_advice(out)}")
+
+
+def _render_advice(out: Path) -> Path:
+    """Re-render DIR/report.html with the Advice section when a study is there, else advice only."""
+    from decaylab.report import load_results, render
+    from decaylab.report.advice import load_advice
+    from decaylab.report.page import render_advice
+
+    advice = load_advice(out)
+    if advice is None:  # pragma: no cover - advise_command has just written it
+        _fail(f"{str(out / 'advice.json')!r} was not written")
+    if (out / "results.json").is_file():
+        return render(load_results(out), out, advice)
+    return render_advice(advice, out)
 
 
 def main() -> None:

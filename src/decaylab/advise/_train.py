@@ -61,10 +61,11 @@ class Budget:
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.grad_evals = 0.0
+        self.offloaded = 0.0  # seconds spent on other workers (a Ray grid), beyond this wall
 
     @property
     def seconds(self) -> float:
-        return time.perf_counter() - self.start
+        return time.perf_counter() - self.start + self.offloaded
 
     def add_steps(self, steps: int, batch_fraction: float = 1.0) -> None:
         self.grad_evals += steps * batch_fraction

@@ -71,10 +71,14 @@ def advise_command(
     out: str | Path = DEFAULT_OUT,
     method: str | None = None,
     compare_grid: bool | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[Advice, Path]:
     """Load the task (:func:`decaylab.tasks.get_task`), advise, write ``out/advice.json``."""
+    from decaylab.executors.ray import check_executor_option
     from decaylab.tasks import get_task
 
+    check_executor_option(executor, ray_address)
     cfg = read_config(config)
     proto_keys = ("optimizer", "lr", "steps", "batch_size", "seed")
     protocol = Protocol(**{k: cfg[k] for k in proto_keys if k in cfg})
@@ -91,6 +95,8 @@ def advise_command(
         ),
         n_grid=cfg.get("n_grid", 11),
         protocol=protocol,
+        executor=executor,
+        ray_address=ray_address,
     )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

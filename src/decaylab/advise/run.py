@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from decaylab.advise.evidence import evidence_search
 from decaylab.advise.grid import grid_search, log_grid
 from decaylab.advise.hypergradient import hypergradient_search
 from decaylab.advise.path import path_search
+from decaylab.executors import LocalExecutor
+from decaylab.executors.ray import check_executor_option
 
 __all__ = ["advise", "METHODS", "DEFAULT_METHOD", "DEFAULT_RANGE"]
 
@@ -68,6 +71,8 @@ def advise(
     protocol: Protocol | dict | None = None,
     trust_checks: bool = True,
     options: dict[str, Any] | None = None,
+    executor: Any = None,
+    ray_address: str | None = None,
 ) -> Advice:
     """Advise a weight decay ``α`` for ``task``, trained with ``protocol``.
 
@@ -92,6 +97,13 @@ def advise(
         hundred curvature products, counted in the compute).
     options : dict
         Keyword arguments for the method's own function (e.g. ``corrector_steps``).
+    executor : None, "local", "ray" or an executor
+        What runs the grid points (``"grid"`` method and ``compare_grid``): in this process
+        (``None``/``"local"``), one Ray task per point (``"ray"``: joins ``ray_address``, or the
+        Ray instance of this process, else starts a local one), or any object with the
+        executors' ``map``. The grid's compute is the sum of its points' compute.
+    ray_address : str or None
+        Ray cluster to join with ``executor="ray"``.
 
     Returns
     -------
@@ -106,11 +118,53 @@ def advise(
     n_grid = int(check_scalar(n_grid, "n_grid", low=3, integer=True))
     proto = _checked_protocol(protocol)
     options = dict(options or {})
+    if isinstance(executor, str) or ray_address is not None:
+        check_executor_option(executor if isinstance(executor, str) else "local", ray_address)
+    if method == "grid" or compare_grid:
+        with _grid_executor(executor, ray_address) as points:
+            return _advise(
+                task, method, compare_grid, low, high, n_grid, proto, trust_checks, options, points
+            )
+    return _advise(
+        task, method, compare_grid, low, high, n_grid, proto, trust_checks, options, None
+    )
 
+
+@contextlib.contextmanager
+def _grid_executor(executor: Any, ray_address: str | None) -> Iterator[Any]:
+    """The executor for the grid points; one this function starts is closed afterwards."""
+    if executor is None or executor == "local":
+        yield LocalExecutor()
+        return
+    if executor != "ray":
+        yield executor
+        return
+    from decaylab.executors.ray import RayExecutor
+
+    points = RayExecutor(address=ray_address)
+    try:
+        yield points
+    finally:
+        points.close()
+
+
+def _advise(
+    task: Any,
+    method: str,
+    compare_grid: bool,
+    low: float,
+    high: float,
+    n_grid: int,
+    proto: Protocol,
+    trust_checks: bool,
+    options: dict[str, Any],
+    points: Any,
+) -> Advice:
+    """:func:`advise` after its checks; ``points`` runs the grid points."""
     budget = Budget()
     messages: list[str | None] = []
     if method == "grid":
-        res = grid_search(task, proto, log_grid(low, high, n_grid), budget, **options)
+        res = grid_search(task, proto, log_grid(low, high, n_grid), budget, points, **options)
         alpha = res["best_alpha"]
         curves = {"alpha": res["alphas"], "val_loss": res["val_loss"]}
     else:
@@ -149,7 +203,7 @@ def advise(
         details={k: v for k, v in res.items() if not k.startswith("curve")},
     )
     if compare_grid:
-        advice.grid = grid_search(task, proto, log_grid(low, high, n_grid))
+        advice.grid = grid_search(task, proto, log_grid(low, high, n_grid), executor=points)
     return advice
 
 

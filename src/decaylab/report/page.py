@@ -24,9 +24,10 @@ import numpy as np
 
 from decaylab.report._format import fmt, num, seconds
 from decaylab.report._results import PHASES, Study, read_results
+from decaylab.report.advice import advice_facts, advice_plot, check_advice, load_advice
 from decaylab.report.plots import Plot, make_plots, trust_words
 
-__all__ = ["FIGURE_FILES", "load_results", "render"]
+__all__ = ["ADVICE_FIGURE", "FIGURE_FILES", "load_results", "render", "render_advice"]
 
 FIGURE_FILES = {
     "spectrum": "1_spectrum.png",
@@ -38,6 +39,8 @@ FIGURE_FILES = {
     "picture": "7_weight_decay_picture.png",
 }
 """Figure key → file name under ``figures/`` (stable, so a re-render overwrites)."""
+ADVICE_FIGURE = "8_advice.png"
+"""The Advice section's figure under ``figures/``, present only when advice.json is."""
 
 _SECTION_OF = {
     "spectrum": "curvature",
@@ -67,11 +70,17 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def render(results: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+def render(
+    results: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    advice: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/figures/*.png`` from a study's results.
 
     ``results`` is the parsed ``results.json`` (schema version 1, ``docs/study.md``). Phases
-    missing or ``null`` there are left out with a note on the page. Warnings raised while
+    missing or ``null`` there are left out with a note on the page. ``advice`` is a parsed
+    ``advice.json`` (``docs/advise.md``); when it is ``None`` and ``out_dir/advice.json``
+    exists, that file is read, and the page gains an Advice section. Warnings raised while
     drawing are listed in the page's notes, never hidden. Returns the path of the page.
 
     Raises
@@ -82,6 +91,10 @@ def render(results: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
     """
     study = read_results(results)
     out = _check_out_dir(out_dir)
+    if advice is None and out.is_dir():
+        advice = load_advice(out)
+    if advice is not None:
+        check_advice(advice)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -89,15 +102,61 @@ def render(results: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
         warnings.simplefilter("always")
         plots = make_plots(study)
         images = {p.key: _png(p) for p in plots}
+        advice_section = _advice_section(advice, fig_dir)
     drawing = time.perf_counter() - start
     for stale in set(FIGURE_FILES) - set(images):
         (fig_dir / FIGURE_FILES[stale]).unlink(missing_ok=True)
     for key, data in images.items():
         _write_atomic(fig_dir / FIGURE_FILES[key], data)
     context = _context(study, plots, images, _warning_notes(caught), drawing)
+    context["advice"] = advice_section
     page = out / "report.html"
     _write_atomic(page, _template().render(**context).encode("utf-8"))
     return page
+
+
+def render_advice(advice: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """An advice-only ``out_dir/report.html`` (no study ran there) and ``figures/8_advice.png``."""
+    check_advice(advice)
+    out = _check_out_dir(out_dir)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        section = _advice_section(advice, fig_dir)
+    context = {
+        "title": "decaylab advice",
+        "style": _style(),
+        "advice": section,
+        "report_notes": _warning_notes(caught),
+    }
+    page = out / "report.html"
+    _write_atomic(page, _template("advice.html").render(**context).encode("utf-8"))
+    return page
+
+
+def _advice_section(advice: Mapping[str, Any] | None, fig_dir: Path) -> dict[str, Any] | None:
+    """The Advice section's figure and table; writes ``figures/8_advice.png`` (or removes it)."""
+    file = fig_dir / ADVICE_FIGURE
+    if advice is None:
+        file.unlink(missing_ok=True)
+        return None
+    plot = advice_plot(advice)
+    image = _png(plot)
+    _write_atomic(file, image)
+    return {
+        "facts": advice_facts(advice),
+        "warnings": [str(w) for w in advice.get("warnings") or []],
+        "figure": {
+            "number": "A",
+            "key": plot.key,
+            "title": plot.title,
+            "caption": plot.caption,
+            "holds": None,
+            "file": f"figures/{ADVICE_FIGURE}",
+            "src": "data:image/png;base64," + base64.b64encode(image).decode("ascii"),
+        },
+    }
 
 
 def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
@@ -140,7 +199,7 @@ def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
     return [t if n == 1 else f"{t} (×{n})" for t, n in counts.items()]
 
 
-def _template() -> Any:
+def _template(name: str = "report.html") -> Any:
     import jinja2
 
     env = jinja2.Environment(
@@ -152,7 +211,7 @@ def _template() -> Any:
     )
     env.filters["num"] = num
     env.filters["seconds"] = seconds
-    return env.get_template("report.html")
+    return env.get_template(name)
 
 
 def _style() -> str:
