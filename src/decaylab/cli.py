@@ -392,7 +392,7 @@ def _render_advice(out: Path) -> Path:
 
     advice = load_advice(out)
     if advice is None:  # pragma: no cover - advise_command has just written it
-        _fail(f"{str(out / 'advice.json')!r} was not written")
+        raise RuntimeError(f"{str(out / 'advice.json')!r} was not written")
     if (out / "results.json").is_file():
         return render(load_results(out), out, advice)
     return render_advice(advice, out)

@@ -186,7 +186,7 @@ def _advise(
     texts = [m for m in messages if m]
     for m in texts:
         category = ConvergenceWarning if "settled" in m or "converged" in m else TheoryWarning
-        warnings.warn(m, category, stacklevel=2)
+        warnings.warn(m, category, stacklevel=3)  # past _advise and advise: the caller
     advice = Advice(
         alpha=alpha,
         method=method,
