@@ -622,6 +622,47 @@ def eigen(
     >>> bool(res.converged.all()), res.n_matvecs < 100
     (True, True)
     """
+    plan = _plan(op, k, which, tol, max_matvecs, seed, block_size, max_basis, v0, check_complete)
+    run = _Run(plan)
+    run.iterate()
+    result = run.result()
+    for message in run.problems(result):
+        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    return result
+
+
+@dataclass
+class _Plan:
+    """What one call of :func:`eigen` will do, resolved and checked before any product."""
+
+    lin: LinOp
+    k: int
+    which: str
+    tol: float
+    seed: int
+    block: int  # Lanczos block size b
+    basis: int  # basis size at which the iteration restarts
+    budget: int  # max_matvecs, the measuring product included
+    loop_budget: int  # products the iteration itself may use
+    measure: bool  # whether the products' rounding is measured (not a float64 matrix)
+    calibrate: bool  # whether a product is reserved for that measurement
+    start: torch.Tensor | None  # (P, ≤ b) start block
+    check_complete: bool
+
+
+def _plan(
+    op: Any,
+    k: Any,
+    which: str,
+    tol: Any,
+    max_matvecs: Any,
+    seed: Any,
+    block_size: Any,
+    max_basis: Any,
+    v0: Any,
+    check_complete: bool,
+) -> _Plan:
+    """:func:`eigen`'s arguments checked (errors name the argument) and its defaults filled."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
     k = int(check_scalar(k, "k", low=1, integer=True))
@@ -632,24 +673,8 @@ def eigen(
     if k > P:
         raise ValueError(f"k must be <= P = {P}, got k={k}")
     start = _start_block(v0, P)
-    b = 1 if start is None else start.shape[1]
-    if block_size is not None:
-        b = int(check_scalar(block_size, "block_size", low=1, integer=True))
-        if start is not None and start.shape[1] > b:
-            raise ValueError(
-                f"v0 has {start.shape[1]} columns, more than block_size={b}; "
-                "pass block_size >= v0.shape[1] or leave it out"
-            )
-    b = min(b, P)
-    if max_basis is None:
-        basis = min(P, max(3 * k, k + 30, k + 3 * b))
-    else:
-        basis = int(check_scalar(max_basis, "max_basis", low=1, integer=True))
-        if basis < min(P, k + 2 * b):
-            raise ValueError(
-                f"max_basis must be >= min(P, k + 2*block_size) = {min(P, k + 2 * b)}, got {basis}"
-            )
-        basis = min(basis, P)
+    b = _block_size(block_size, start, P)
+    basis = _basis_size(max_basis, k, b, P)
     # Products whose rounding is not known (any operator but a float64 matrix handed in
     # directly) get one extra product that measures it (see Notes).
     measure = not (lin.known_arithmetic and lin.dtype == torch.float64)
@@ -662,21 +687,84 @@ def eigen(
     calibrate = measure and budget > k
     loop_budget = budget - 1 if calibrate else budget
     b = min(b, loop_budget)
-    # A float64 matrix product is trusted to sqrt(P) rounding units without measuring.
-    rel_error = None if measure else lin.eps * math.sqrt(P)
+    return _Plan(
+        lin=lin,
+        k=k,
+        which=which,
+        tol=tol,
+        seed=seed,
+        block=b,
+        basis=basis,
+        budget=budget,
+        loop_budget=loop_budget,
+        measure=measure,
+        calibrate=calibrate,
+        start=None if start is None else start[:, :b],
+        check_complete=check_complete,
+    )
 
-    gen = random_generator(seed)
-    if start is not None:
-        start = start[:, :b]
-    check = _CompletenessCheck(which, _CHECK_BLOCK, _CHECK_STEPS) if check_complete else None
-    kry = _Krylov(lin, basis, b, gen, start, extra=_CHECK_BLOCK)
-    # Thick restart keeps about half the basis beyond k (Wu & Simon's choice).
-    keep = max(k, min(basis - b - 1, k + (basis - k) // 2))
 
-    def allowance(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        """What the stored-product residual cannot see (see Notes, "Certification")."""
-        eps = lin.eps if rel_error is None else rel_error
-        rounding = _ROUNDING_SAFETY * eps * kry.product_scales(theta, S)
+def _block_size(block_size: Any, start: torch.Tensor | None, P: int) -> int:
+    """``block_size``, or the start block's width, or 1; at most ``P``."""
+    b = 1 if start is None else start.shape[1]
+    if block_size is not None:
+        b = int(check_scalar(block_size, "block_size", low=1, integer=True))
+        if start is not None and start.shape[1] > b:
+            raise ValueError(
+                f"v0 has {start.shape[1]} columns, more than block_size={b}; "
+                "pass block_size >= v0.shape[1] or leave it out"
+            )
+    return min(b, P)
+
+
+def _basis_size(max_basis: Any, k: int, b: int, P: int) -> int:
+    """``max_basis`` checked, or its default ``max(3k, k + 30, k + 3b)``; at most ``P``."""
+    if max_basis is None:
+        return min(P, max(3 * k, k + 30, k + 3 * b))
+    basis = int(check_scalar(max_basis, "max_basis", low=1, integer=True))
+    if basis < min(P, k + 2 * b):
+        raise ValueError(
+            f"max_basis must be >= min(P, k + 2*block_size) = {min(P, k + 2 * b)}, got {basis}"
+        )
+    return min(basis, P)
+
+
+class _Run:
+    """One call of :func:`eigen`: the Krylov basis, what certifies a pair, the completeness check.
+
+    :meth:`iterate` multiplies pending directions until the wanted pairs certify (and the
+    check passes) or the budget is spent; :meth:`result` recomputes the residuals from the
+    stored vectors and judges each pair; :meth:`problems` says what the result cannot vouch for.
+    """
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.lin = lin = plan.lin
+        self.gen = random_generator(plan.seed)
+        self.check = (
+            _CompletenessCheck(plan.which, _CHECK_BLOCK, _CHECK_STEPS)
+            if plan.check_complete
+            else None
+        )
+        self.kry = _Krylov(lin, plan.basis, plan.block, self.gen, plan.start, extra=_CHECK_BLOCK)
+        # Thick restart keeps about half the basis beyond k (Wu & Simon's choice).
+        self.keep = max(
+            plan.k, min(plan.basis - plan.block - 1, plan.k + (plan.basis - plan.k) // 2)
+        )
+        # A float64 matrix product is trusted to sqrt(P) rounding units without measuring.
+        self.rel_error: float | None = None if plan.measure else lin.eps * math.sqrt(lin.size)
+        # When the whole space fits in the basis and the budget, fill it: P products give
+        # the complete spectrum, repeated eigenvalues included, at a cost that is small.
+        self.fill_space = plan.basis >= lin.size and plan.loop_budget >= lin.size
+        self.hnorm = 0.0  # largest |θ| seen: ‖H‖_est
+        self.measured: tuple[int, float] | None = None  # (Ritz index, true residual) of the probe
+        self.first_certified: int | None = None  # products when all k pairs first certified
+
+    def allowance(self, theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """What the stored-product residual cannot see (see :func:`eigen`, "Certification")."""
+        lin, hnorm = self.lin, self.hnorm
+        eps = lin.eps if self.rel_error is None else self.rel_error
+        rounding = _ROUNDING_SAFETY * eps * self.kry.product_scales(theta, S)
         # The returned vector is cast to the operator's dtype (relative error ≤ eps/2);
         # an operator coarser than float64 may itself be off from its float64 version.
         cast = 0.5 * lin.eps * (hnorm + theta.abs())
@@ -684,129 +772,159 @@ def eigen(
         # also holds non-reproducible summation order, far larger than the deviation on
         # some backends); the measured ε for operators that claim float64.
         dev_eps = eps if lin.dtype == torch.float64 else min(eps, lin.eps)
-        deviation = _ROUNDING_SAFETY * dev_eps * hnorm if measure else 0.0
+        deviation = _ROUNDING_SAFETY * dev_eps * hnorm if self.plan.measure else 0.0
         return rounding + cast + deviation
 
-    def bound(theta: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-        return kry.residual_estimates(theta, S) + allowance(theta, S)
+    def thresholds(self, theta: torch.Tensor) -> torch.Tensor:
+        """``tol · max(|θ|, FLOOR · ‖H‖_est)``: what a pair's residual must not exceed."""
+        return self.plan.tol * torch.clamp(theta.abs(), min=_NORM_FLOOR * self.hnorm)
 
-    # When the whole space fits in the basis and the budget, fill it: P products give
-    # the complete spectrum, repeated eigenvalues included, at a cost that is small.
-    fill_space = basis >= P and loop_budget >= P
-    hnorm = 0.0
-    measured: tuple[int, float] | None = None  # (Ritz index, true residual) of the probe
-    first_certified: int | None = None  # products when all k pairs first certified
-    while True:
-        # Every pending direction is multiplied: a direction left out would hide what it
-        # holds from the fresh starts of the completeness check (they are orthogonal to it).
-        count = min(kry.pending(), loop_budget - lin.n_matvecs, basis - kry.n_w)
-        if count <= 0:
-            break
-        kry.multiply(count)
-        measured = None
+    def certified(self, theta: torch.Tensor, S: torch.Tensor, thresh: torch.Tensor) -> bool:
+        bound = self.kry.residual_estimates(theta, S) + self.allowance(theta, S)
+        return bool((bound <= thresh).all())
+
+    def iterate(self) -> None:
+        """Block Lanczos steps with thick restarts until :meth:`judge` stops or products run out."""
+        plan, kry, lin = self.plan, self.kry, self.lin
+        while True:
+            # Every pending direction is multiplied: a direction left out would hide what it
+            # holds from the fresh starts of the completeness check (they are orthogonal to it).
+            count = min(kry.pending(), plan.loop_budget - lin.n_matvecs, plan.basis - kry.n_w)
+            if count <= 0:
+                return
+            kry.multiply(count)
+            self.measured = None
+            theta, S = kry.ritz()
+            self.hnorm = max(self.hnorm, float(theta.abs().max()))
+            order = _wanted_order(theta, plan.which)
+            if kry.n_w >= plan.k and not self.fill_space and self.judge(theta, S, order[: plan.k]):
+                return
+            if lin.n_matvecs >= plan.loop_budget or kry.pending() == 0:
+                return
+            if kry.n_v > plan.basis:
+                kry.restart(S[:, order[: self.keep]])
+                self.measured = None  # it referred to a Ritz index of the old basis
+
+    def judge(self, theta: torch.Tensor, S: torch.Tensor, want: torch.Tensor) -> bool:
+        """Certify the wanted pairs and advance the completeness check; whether to stop."""
+        theta_w, S_w = theta[want], S[:, want]
+        thresh = self.thresholds(theta_w)
+        certified = self.certified(theta_w, S_w, thresh)
+        if certified and self.rel_error is None:
+            # Measure the products' rounding once, then judge again.
+            self.measured, self.rel_error = _measure_rounding(self.kry, theta, S, want)
+            certified = self.certified(theta_w, S_w, thresh)
+        if certified and self.first_certified is None:
+            self.first_certified = self.lin.n_matvecs
+        check = self.check
+        if check is None:
+            return certified
+        action = check.step(theta_w, thresh, certified)
+        if action == "stop" and certified:
+            return True
+        if action == "start" and check.found == 0:
+            # Fresh random directions, multiplied from the next step. They must be
+            # new: a chain from an earlier check holds its copy of each eigenspace.
+            self.kry.add_fresh(check.block)
+        elif action == "start":
+            left = self.plan.loop_budget - self.lin.n_matvecs
+            return check.deflated_round(self.kry, theta_w, S_w, thresh, self.gen, left)
+        return False
+
+    def result(self) -> EigenResult:
+        """The wanted Ritz pairs with residuals recomputed from the stored vectors, judged."""
+        plan, kry, lin = self.plan, self.kry, self.lin
         theta, S = kry.ritz()
-        hnorm = max(hnorm, float(theta.abs().max()))
-        order = _wanted_order(theta, which)
-        if kry.n_w >= k and not fill_space:
-            want = order[:k]
-            thresh = tol * torch.clamp(theta[want].abs(), min=_NORM_FLOOR * hnorm)
-            certified = bool((bound(theta[want], S[:, want]) <= thresh).all())
-            if certified and rel_error is None:
-                # Measure the products' rounding once, then judge again.
-                measured, rel_error = _measure_rounding(kry, theta, S, want)
-                certified = bool((bound(theta[want], S[:, want]) <= thresh).all())
-            if certified and first_certified is None:
-                first_certified = lin.n_matvecs
-            action = "stop" if check is None else check.step(theta[want], thresh, certified)
-            if action == "stop" and certified:
-                break
-            if action == "start" and check is not None and check.found == 0:
-                # Fresh random directions, multiplied from the next step. They must be
-                # new: a chain from an earlier check holds its copy of each eigenspace.
-                kry.add_fresh(check.block)
-            elif action == "start" and check is not None:
-                left = loop_budget - lin.n_matvecs
-                if check.deflated_round(kry, theta[want], S[:, want], thresh, gen, left):
-                    break
-        if lin.n_matvecs >= loop_budget or kry.pending() == 0:
-            break
-        if kry.n_v > basis:
-            kry.restart(S[:, order[:keep]])
-            measured = None  # it referred to a Ritz index of the old basis
+        want = _wanted_order(theta, plan.which)[: min(plan.k, kry.n_w)]
+        if self.rel_error is None:
+            if plan.calibrate and lin.n_matvecs < plan.budget:
+                self.measured, self.rel_error = _measure_rounding(kry, theta, S, want)
+            else:  # no product left to measure with (max_matvecs == k): assume the worst
+                self.rel_error = math.sqrt(lin.eps)
+        vals = theta[want]
+        vectors, residuals = self._residuals(vals, S[:, want], want)
+        # A pair is certified only if every more wanted pair is: past an unconverged Ritz
+        # value the Krylov space may still lack an eigenvalue, so a later pair, although a
+        # true eigenpair, could sit at the wrong index (typically pairs from the far end of
+        # the spectrum when k is a large part of P and the budget runs out).
+        within = residuals <= self.thresholds(vals)
+        converged = torch.cumprod(within.to(torch.int64), dim=0).bool()
+        vals, vectors, residuals, converged = _pad(plan.k, vals, vectors, residuals, converged)
+        spans_space = kry.n_w >= lin.size
+        # The check's bound applies when it ran; a basis that spans the space needs none.
+        check = None if spans_space else self.check
+        first = self.first_certified
+        return EigenResult(
+            eigenvalues=vals.clone(),
+            eigenvectors=vectors.to(lin.dtype),
+            residuals=residuals,
+            converged=converged,
+            n_matvecs=lin.n_matvecs,
+            which=plan.which,
+            tol=plan.tol,
+            norm_estimate=self.hnorm,
+            product_error=float(self.rel_error),
+            block_size=plan.block,
+            n_restarts=kry.n_restarts,
+            complete=bool(converged.all())
+            and (spans_space or (check is not None and check.passed)),
+            completeness_matvecs=0 if first is None else lin.n_matvecs - first,
+            check_block=0 if check is None else check.block,
+            check_steps=0 if check is None else check.passed_steps,
+            n_dim=lin.size,
+        )
 
-    theta, S = kry.ritz()
-    order = _wanted_order(theta, which)
-    n_found = min(k, kry.n_w)
-    want = order[:n_found]
-    if rel_error is None:
-        if calibrate and lin.n_matvecs < budget:
-            measured, rel_error = _measure_rounding(kry, theta, S, want)
-        else:  # no product left to measure with (max_matvecs == k): assume the worst
-            rel_error = math.sqrt(lin.eps)
-    vectors, products = kry.ritz_vectors(S[:, want])
-    vals = theta[want]
-    resid = products - vectors * vals.to(lin.device)
-    margin = allowance(vals, S[:, want])
-    residuals = torch.linalg.vector_norm(resid, dim=0).cpu() + margin
-    if measured is not None:
-        # The measured residual has its own product's rounding in it: keep the margin.
-        index, true_residual = measured
-        hit = (want == index).nonzero()
-        if hit.numel():
-            i = int(hit[0, 0])
-            residuals[i] = true_residual + margin[i]
-    thresh = tol * torch.clamp(vals.abs(), min=_NORM_FLOOR * hnorm)
-    # A pair is certified only if every more wanted pair is: past an unconverged Ritz
-    # value the Krylov space may still lack an eigenvalue, so a later pair, although a
-    # true eigenpair, could sit at the wrong index (typically pairs from the far end of
-    # the spectrum when k is a large part of P and the budget runs out).
-    converged = torch.cumprod((residuals <= thresh).to(torch.int64), dim=0).bool()
-    if n_found < k:  # pragma: no cover - max_matvecs >= k rules this out
-        pad = k - n_found
+    def _residuals(
+        self, vals: torch.Tensor, S_w: torch.Tensor, want: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ritz vectors ``V s`` and their residual bounds ``‖W s − θ V s‖ + δ``; the measured
+        pair keeps its true residual (its own product's rounding is in it: keep the margin)."""
+        vectors, products = self.kry.ritz_vectors(S_w)
+        resid = products - vectors * vals.to(self.lin.device)
+        margin = self.allowance(vals, S_w)
+        residuals = torch.linalg.vector_norm(resid, dim=0).cpu() + margin
+        if self.measured is not None:
+            index, true_residual = self.measured
+            hit = (want == index).nonzero()
+            if hit.numel():
+                i = int(hit[0, 0])
+                residuals[i] = true_residual + margin[i]
+        return vectors, residuals
+
+    def problems(self, result: EigenResult) -> list[str]:
+        """What ``result`` cannot vouch for, as :class:`ConvergenceWarning` messages."""
+        plan, k = self.plan, self.plan.k
+        n_bad = int((~result.converged).sum())
+        if n_bad:
+            rel = result.product_error
+            floor = _ROUNDING_SAFETY * rel * self.hnorm / plan.tol
+            return [
+                f"eigen: {n_bad} of {k} eigenpairs ({plan.which}) are not certified to "
+                f"tol={plan.tol:g} after {result.n_matvecs} products (max_matvecs={plan.budget}); "
+                "they are flagged converged=False. Raise max_matvecs or tol; products with "
+                f"relative rounding {rel:.1e} cannot certify eigenvalues below about "
+                f"{floor:.3g} in magnitude."
+            ]
+        if self.check is not None and not result.complete:
+            return [
+                f"eigen: the {k} pairs are certified, but the completeness check did not finish "
+                f"within max_matvecs={plan.budget}: an eigenvalue beyond the returned ones may "
+                "have been missed (complete=False). Raise max_matvecs."
+            ]
+        return []
+
+
+def _pad(
+    k: int, vals: torch.Tensor, vectors: torch.Tensor, resid: torch.Tensor, conv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fewer than ``k`` pairs found: pad with NaN values, infinite residuals, unconverged."""
+    pad = k - vals.shape[0]
+    if pad > 0:  # pragma: no cover - max_matvecs >= k rules this out
         vals = torch.cat([vals, torch.full((pad,), float("nan"), dtype=torch.float64)])
-        residuals = torch.cat([residuals, torch.full((pad,), float("inf"), dtype=torch.float64)])
-        converged = torch.cat([converged, torch.zeros(pad, dtype=torch.bool)])
-        vectors = torch.cat([vectors, vectors.new_zeros(P, pad)], dim=1)
-
-    n_bad = int((~converged).sum())
-    spans_space = kry.n_w >= P
-    complete = n_bad == 0 and (spans_space or (check is not None and check.passed))
-    if n_bad == 0 and check is not None and not complete:
-        warnings.warn(
-            f"eigen: the {k} pairs are certified, but the completeness check did not finish "
-            f"within max_matvecs={budget}: an eigenvalue beyond the returned ones may have been "
-            "missed (complete=False). Raise max_matvecs.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    if n_bad:
-        warnings.warn(
-            f"eigen: {n_bad} of {k} eigenpairs ({which}) are not certified to tol={tol:g} after "
-            f"{lin.n_matvecs} products (max_matvecs={budget}); they are flagged "
-            "converged=False. Raise max_matvecs or tol; products with relative rounding "
-            f"{rel_error:.1e} cannot certify eigenvalues below about "
-            f"{_ROUNDING_SAFETY * rel_error * hnorm / tol:.3g} in magnitude.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    return EigenResult(
-        eigenvalues=vals.clone(),
-        eigenvectors=vectors.to(lin.dtype),
-        residuals=residuals,
-        converged=converged,
-        n_matvecs=lin.n_matvecs,
-        which=which,
-        tol=tol,
-        norm_estimate=hnorm,
-        product_error=float(rel_error),
-        block_size=b,
-        n_restarts=kry.n_restarts,
-        complete=complete,
-        completeness_matvecs=0 if first_certified is None else lin.n_matvecs - first_certified,
-        check_block=0 if spans_space or check is None else check.block,
-        check_steps=0 if spans_space or check is None else check.passed_steps,
-        n_dim=P,
-    )
+        resid = torch.cat([resid, torch.full((pad,), float("inf"), dtype=torch.float64)])
+        conv = torch.cat([conv, torch.zeros(pad, dtype=torch.bool)])
+        vectors = torch.cat([vectors, vectors.new_zeros(vectors.shape[0], pad)], dim=1)
+    return vals, vectors, resid, conv
 
 
 def _start_block(v0: Any, P: int) -> torch.Tensor | None:
