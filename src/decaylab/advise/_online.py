@@ -27,14 +27,14 @@ class _OnlineAlpha(Callback):
     ) -> None:
         self.view, self.update = view, update
         self.interval, self.updates = interval, updates
-        self.done = 0
+        self.steps: list[int] = []  # the steps after which α was updated
 
     def on_step_end(self, state: TrainState) -> None:
-        if self.done < self.updates and state.step % self.interval == 0:
+        if len(self.steps) < self.updates and state.step % self.interval == 0:
             self.view.alpha = float(state.weight_decay)
             state.weight_decay = float(self.update(self.view, self.view.alpha))
             self.view.alpha = float(state.weight_decay)
-            self.done += 1
+            self.steps.append(state.step)
 
 
 def run_online(
@@ -47,7 +47,8 @@ def run_online(
     update: Callable[[Any, float], float],
 ) -> Any:
     """Train with the protocol from the seeded initialization, α updated ``updates`` times;
-    returns the view (``model``, data, ``decayed``, final ``alpha``) the updates saw."""
+    returns the view (``model``, data, ``decayed``, final ``alpha``) the updates saw, with
+    ``update_steps``, the steps after which each update took effect."""
     model = fresh_model(task, protocol.seed)
     dtype = next(model.parameters()).dtype
     X, y = (torch.as_tensor(t) for t in task.train)
@@ -83,4 +84,5 @@ def run_online(
     batch = protocol.batch_size or len(X)
     budget.add_steps(protocol.steps, min(batch / len(X), 1.0))
     view.steps_done = protocol.steps
+    view.update_steps = callback.steps
     return view

@@ -71,12 +71,10 @@ def hypergradient_search(
         return new
 
     view = run_online(task, protocol, alpha, budget, updates=updates, update=update)
-    interval = max(protocol.steps // (updates + 1), 1)
-    steps = [interval * (i + 1) for i in range(len(trace))]
     fallbacks, change = state["fallbacks"], state["change"]
     return {
         "alpha": view.alpha,
-        "step": steps,
+        "step": view.update_steps,
         "alpha_trace": trace,
         "hypergradient": grads,
         "val_loss_trace": vals,
