@@ -12,9 +12,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from decaylab.advise._train import Budget, Protocol, fresh_model
+from decaylab.advise._train import Budget, Protocol, fresh_model, task_tensors
 from decaylab.regularize import param_groups
 from decaylab.training import Callback, TrainState, fit
 
@@ -50,16 +48,14 @@ def run_online(
     returns the view (``model``, data, ``decayed``, final ``alpha``) the updates saw, with
     ``update_steps``, the steps after which each update took effect."""
     model = fresh_model(task, protocol.seed)
-    dtype = next(model.parameters()).dtype
-    X, y = (torch.as_tensor(t) for t in task.train)
-    Xv, yv = (torch.as_tensor(t) for t in task.val)
+    X, y, Xv, yv = task_tensors(task, model)
     decayed = [p for g in param_groups(model, 1.0) if g["weight_decay"] > 0 for p in g["params"]]
     view = types.SimpleNamespace(
         model=model,
         loss_fn=task.loss_fn,
-        X=X.to(dtype),
+        X=X,
         y=y,
-        Xv=Xv.to(dtype),
+        Xv=Xv,
         yv=yv,
         decayed=decayed,
         alpha=alpha0,

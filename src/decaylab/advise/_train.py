@@ -105,6 +105,15 @@ def fresh_model(task: Any, seed: int) -> nn.Module:
     return task.model()
 
 
+def task_tensors(task: Any, model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """``(X, y, Xv, yv)`` of ``task.train`` and ``task.val`` as tensors, the inputs in the
+    model's dtype (the targets as given: class indices stay integers)."""
+    dtype = next(model.parameters()).dtype
+    X, y = (torch.as_tensor(t) for t in task.train)
+    Xv, yv = (torch.as_tensor(t) for t in task.val)
+    return X.to(dtype), y, Xv.to(dtype), yv
+
+
 class Trainer:
     """A model and its optimizer at a settable ``α``; ``run(n)`` continues training.
 
@@ -122,11 +131,7 @@ class Trainer:
         self.budget = budget if budget is not None else Budget()
         self.model = fresh_model(task, protocol.seed)
         self.loss_fn = task.loss_fn
-        dtype = next(self.model.parameters()).dtype
-        self.X, self.y = (torch.as_tensor(t) for t in task.train)
-        self.X = self.X.to(dtype)
-        self.Xv, self.yv = (torch.as_tensor(t) for t in task.val)
-        self.Xv = self.Xv.to(dtype)
+        self.X, self.y, self.Xv, self.yv = task_tensors(task, self.model)
         # fit's own parts, so that a step here stays fit's step: the decayed group and how
         # α is written into the optimizer, the optimizer choice, the step rule, the batches.
         self.regularization = Regularization(
