@@ -8,13 +8,12 @@ next step).
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from decaylab.advise._train import Budget, Protocol, fresh_model
+from decaylab.advise._train import Budget, Protocol, fresh_model, task_tensors
 from decaylab.regularize import param_groups
 from decaylab.training import Callback, TrainState, fit
 
@@ -27,14 +26,14 @@ class _OnlineAlpha(Callback):
     ) -> None:
         self.view, self.update = view, update
         self.interval, self.updates = interval, updates
-        self.done = 0
+        self.steps: list[int] = []  # the steps after which α was updated
 
     def on_step_end(self, state: TrainState) -> None:
-        if self.done < self.updates and state.step % self.interval == 0:
+        if len(self.steps) < self.updates and state.step % self.interval == 0:
             self.view.alpha = float(state.weight_decay)
             state.weight_decay = float(self.update(self.view, self.view.alpha))
             self.view.alpha = float(state.weight_decay)
-            self.done += 1
+            self.steps.append(state.step)
 
 
 def run_online(
@@ -47,18 +46,31 @@ def run_online(
     update: Callable[[Any, float], float],
 ) -> Any:
     """Train with the protocol from the seeded initialization, α updated ``updates`` times;
-    returns the view (``model``, data, ``decayed``, final ``alpha``) the updates saw."""
+    returns the view (``model``, data, ``decayed``, final ``alpha``) the updates saw, with
+    ``update_steps``, the steps after which each update took effect.
+
+    The steps count in ``budget`` as the :class:`~decaylab.advise._train.Trainer` counts
+    them, each by its batch's share of the data (an epoch's last batch may be smaller):
+
+    >>> import types, torch
+    >>> X = torch.randn(5, 2); y = X.sum(1, keepdim=True)
+    >>> task = types.SimpleNamespace(model=lambda: torch.nn.Linear(2, 1),
+    ...                              loss_fn=torch.nn.MSELoss(), train=(X, y), val=(X, y))
+    >>> budget = Budget()
+    >>> view = run_online(task, Protocol(lr=0.01, steps=3, batch_size=2), 1e-3, budget,
+    ...                   updates=0, update=lambda view, alpha: alpha)
+    >>> budget.grad_evals  # batches of 2, 2 and 1 of the 5 samples: one pass
+    1.0
+    """
     model = fresh_model(task, protocol.seed)
-    dtype = next(model.parameters()).dtype
-    X, y = (torch.as_tensor(t) for t in task.train)
-    Xv, yv = (torch.as_tensor(t) for t in task.val)
+    X, y, Xv, yv = task_tensors(task, model)
     decayed = [p for g in param_groups(model, 1.0) if g["weight_decay"] > 0 for p in g["params"]]
     view = types.SimpleNamespace(
         model=model,
         loss_fn=task.loss_fn,
-        X=X.to(dtype),
+        X=X,
         y=y,
-        Xv=Xv.to(dtype),
+        Xv=Xv,
         yv=yv,
         decayed=decayed,
         alpha=alpha0,
@@ -80,7 +92,19 @@ def run_online(
         eval_every=protocol.steps,
         callbacks=[callback],
     )
-    batch = protocol.batch_size or len(X)
-    budget.add_steps(protocol.steps, min(batch / len(X), 1.0))
+    _count_steps(budget, protocol, len(X))
     view.steps_done = protocol.steps
+    view.update_steps = callback.steps
     return view
+
+
+def _count_steps(budget: Budget, protocol: Protocol, n: int) -> None:
+    """``protocol.steps`` of fit's batches, as the Trainer counts them step by step."""
+    bs = protocol.batch_size
+    if bs is None or bs >= n:
+        budget.add_steps(protocol.steps)
+        return
+    per_epoch = math.ceil(n / bs)
+    for step in range(protocol.steps):
+        size = min(bs, n - (step % per_epoch) * bs)  # an epoch's last batch may be smaller
+        budget.add_steps(1, size / n)

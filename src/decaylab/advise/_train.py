@@ -2,7 +2,9 @@
 
 The advisor changes ``α`` in the middle of a training (online methods) and continues a
 training from a saved state (the path), so it holds the model and its optimizer between
-calls. One full-protocol training here is the same computation as
+calls. It is built from fit's own parts (:mod:`decaylab.training`'s regularization,
+optimizer choice, step rule and batches), so one full-protocol training here is the same
+computation as
 ``decaylab.fit(model, loss, train, optimizer=..., lr=..., steps=..., weight_decay=α)``
 (tested), with the coupled decay on :func:`~decaylab.regularize.param_groups`' decayed group.
 """
@@ -10,7 +12,7 @@ calls. One full-protocol training here is the same computation as
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,7 +21,9 @@ import torch
 from torch import nn
 
 from decaylab._checks import check_scalar
-from decaylab.regularize import param_groups
+from decaylab.training.batches import Batches
+from decaylab.training.regularization import Regularization
+from decaylab.training.steps import GradientStep, build_optimizer
 
 __all__ = ["Protocol", "Trainer", "Budget", "check_task"]
 
@@ -101,6 +105,15 @@ def fresh_model(task: Any, seed: int) -> nn.Module:
     return task.model()
 
 
+def task_tensors(task: Any, model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """``(X, y, Xv, yv)`` of ``task.train`` and ``task.val`` as tensors, the inputs in the
+    model's dtype (the targets as given: class indices stay integers)."""
+    dtype = next(model.parameters()).dtype
+    X, y = (torch.as_tensor(t) for t in task.train)
+    Xv, yv = (torch.as_tensor(t) for t in task.val)
+    return X.to(dtype), y, Xv.to(dtype), yv
+
+
 class Trainer:
     """A model and its optimizer at a settable ``α``; ``run(n)`` continues training.
 
@@ -118,56 +131,48 @@ class Trainer:
         self.budget = budget if budget is not None else Budget()
         self.model = fresh_model(task, protocol.seed)
         self.loss_fn = task.loss_fn
-        dtype = next(self.model.parameters()).dtype
-        self.X, self.y = (torch.as_tensor(t) for t in task.train)
-        self.X = self.X.to(dtype)
-        self.Xv, self.yv = (torch.as_tensor(t) for t in task.val)
-        self.Xv = self.Xv.to(dtype)
-        self.groups = param_groups(self.model, 1.0)
-        self.decayed = [p for g in self.groups if g["weight_decay"] > 0 for p in g["params"]]
-        self._decayed_index = [i for i, g in enumerate(self.groups) if g["weight_decay"] > 0]
-        opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
-        self.optimizer = opt[protocol.optimizer](self.groups, lr=protocol.lr)
-        self.alpha = 0.0
-        self.set_alpha(alpha)
+        self.X, self.y, self.Xv, self.yv = task_tensors(task, self.model)
+        # fit's own parts, so that a step here stays fit's step: the decayed group and how
+        # α is written into the optimizer, the optimizer choice, the step rule, the batches.
+        self.regularization = Regularization(
+            self.model, float(alpha), decoupled_by_fit=False, penalty=None, proximal=True,
+            penalty_params="decayed",
+        )  # fmt: skip
+        self.decayed = self.regularization.decayed
+        self.optimizer = build_optimizer(
+            protocol.optimizer, None, self.regularization, lr=protocol.lr, momentum=0,
+            decoupled=protocol.optimizer == "adamw",
+        )  # fmt: skip
+        self._step = GradientStep(self.optimizer, self.regularization)
+        self._batches = Batches(self.X, self.y, protocol.batch_size, protocol.seed)
         self.steps_done = 0
-        self._gen = torch.Generator().manual_seed(protocol.seed)
-        self._perm: torch.Tensor | None = None
+
+    @property
+    def alpha(self) -> float:
+        """The decay the next step uses."""
+        return self.regularization.weight_decay
 
     def set_alpha(self, alpha: float) -> None:
         """The decay from the next step on (coupled or decoupled as the protocol says)."""
-        self.alpha = float(alpha)
-        for i in self._decayed_index:
-            self.optimizer.param_groups[i]["weight_decay"] = self.alpha
-
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n, bs = len(self.X), self.protocol.batch_size
-        if bs is None or bs >= n:
-            return self.X, self.y
-        per_epoch = math.ceil(n / bs)
-        pos = self.steps_done % per_epoch
-        if pos == 0 or self._perm is None:
-            self._perm = torch.randperm(n, generator=self._gen)
-        idx = self._perm[pos * bs : (pos + 1) * bs]
-        return self.X[idx], self.y[idx]
+        self.regularization.weight_decay = float(alpha)
 
     def run(self, steps: int) -> None:
         """``steps`` optimizer steps at the current ``α``; ``FloatingPointError`` if the loss
         turns non-finite (the caller flags it)."""
         self.model.train()
         for _ in range(int(steps)):
-            xb, yb = self._batch()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(xb), yb)
+            xb, yb = self._batches.batch(self.steps_done)
+            loss = self._step(functools.partial(self._batch_loss, xb, yb))
             if not bool(torch.isfinite(loss)):
                 raise FloatingPointError(
                     f"the training loss became {float(loss)} at step "
                     f"{self.steps_done} (alpha={self.alpha:g})"
                 )
-            loss.backward()
-            self.optimizer.step()
             self.steps_done += 1
             self.budget.add_steps(1, len(xb) / len(self.X))
+
+    def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model(xb), yb)
 
     @torch.no_grad()
     def _loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -182,8 +187,7 @@ class Trainer:
 
     def objective(self) -> float:
         """``J(w) + (α/2)‖w_d‖²`` on the training data."""
-        sq = sum(float(p.detach().pow(2).sum()) for p in self.decayed)
-        return self.train_loss() + 0.5 * self.alpha * sq
+        return self.train_loss() + self.regularization.value()
 
     @torch.no_grad()
     def val_accuracy(self) -> float | None:

@@ -38,7 +38,8 @@ def evidence_search(
     middle. Returns the final α, its trajectory, the evidence curve and ``γ``."""
     low, high = alpha_range
     alpha = alpha0 if alpha0 is not None else math.sqrt(low * high)
-    steps, trace, gammas = [], [], []
+    trace: list[float] = []
+    gammas: list[float] = []
     state = {"change": math.inf, "fp_ok": True}
 
     def update(view: Any, current: float) -> float:
@@ -51,15 +52,13 @@ def evidence_search(
         return new
 
     view = run_online(task, protocol, alpha, budget, updates=updates, update=update)
-    interval = max(protocol.steps // (updates + 1), 1)
-    steps = [interval * (i + 1) for i in range(len(trace))]
     spec = spectrum_of(view, budget, structure=structure)
     change, fp_ok = state["change"], state["fp_ok"]
     curve_alpha = log_grid(low, high, 41)
     log_ev = log_evidence_from_spectrum(spec, curve_alpha)
     return {
         "alpha": view.alpha,
-        "step": steps,
+        "step": view.update_steps,
         "alpha_trace": trace,
         "gamma_trace": gammas,
         "curve_alpha": curve_alpha.tolist(),

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from decaylab.advise._curv import hypergradient
+from decaylab.advise._curv import CGResult, hypergradient
 from decaylab.advise._online import run_online
 from decaylab.advise._train import Budget, Protocol
 
@@ -43,33 +43,21 @@ def hypergradient_search(
     vals: list[float] = []
     state = {"v": 0.0, "change": math.inf, "fallbacks": 0}
 
-    def update(view: Any, current: float) -> float:
-        k = len(trace)
+    def solve(view: Any, current: float, curvature: str) -> tuple[float, CGResult]:
         train, val = (view.X, view.y), (view.Xv, view.yv)
         g, res = hypergradient(
-            view.model,
-            view.loss_fn,
-            train,
-            val,
-            current,
-            curvature="hessian",
-            max_iter=cg_iters,
-            tol=1e-4,
-        )
+            view.model, view.loss_fn, train, val, current,
+            curvature=curvature, max_iter=cg_iters, tol=1e-4,
+        )  # fmt: skip
         budget.add_products(res.n_iter)
+        return g, res
+
+    def update(view: Any, current: float) -> float:
+        k = len(trace)
+        g, res = solve(view, current, "hessian")
         if res.negative_curvature:
             state["fallbacks"] += 1
-            g, res = hypergradient(
-                view.model,
-                view.loss_fn,
-                train,
-                val,
-                current,
-                curvature="ggn",
-                max_iter=cg_iters,
-                tol=1e-4,
-            )
-            budget.add_products(res.n_iter)
+            g, res = solve(view, current, "ggn")
         state["v"] = 0.8 * state["v"] + 0.2 * g * g
         scale = math.sqrt(state["v"] / (1 - 0.8 ** (k + 1))) + 1e-300
         new = min(max(current * math.exp(-step / math.sqrt(k + 1) * g / scale), low), high)
@@ -83,12 +71,10 @@ def hypergradient_search(
         return new
 
     view = run_online(task, protocol, alpha, budget, updates=updates, update=update)
-    interval = max(protocol.steps // (updates + 1), 1)
-    steps = [interval * (i + 1) for i in range(len(trace))]
     fallbacks, change = state["fallbacks"], state["change"]
     return {
         "alpha": view.alpha,
-        "step": steps,
+        "step": view.update_steps,
         "alpha_trace": trace,
         "hypergradient": grads,
         "val_loss_trace": vals,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -202,7 +203,9 @@ def _advise(
         protocol=proto.to_dict(),
         details={k: v for k, v in res.items() if not k.startswith("curve")},
     )
-    if compare_grid:
+    if compare_grid and method == "grid":
+        advice.grid = copy.deepcopy(res)  # the method has just run this very grid
+    elif compare_grid:
         advice.grid = grid_search(task, proto, log_grid(low, high, n_grid), executor=points)
     return advice
 
