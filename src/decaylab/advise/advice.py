@@ -193,6 +193,20 @@ def gamma_warning(gamma: float | None, n_params: int, *, fraction: float = 0.9) 
     return None
 
 
+def path_mismatch_warning(seen: float, final: float, *, tol: float = 0.02) -> str | None:
+    """The final training at the path's chosen α validates worse, by more than ``tol``, than
+    the path's own point there: the path's curve came from short warm-started trainings, and
+    their own implicit early stopping, not the decay, made that α look best."""
+    if final > (1.0 + tol) * seen:
+        return (
+            f"a full training at the chosen α reaches validation loss {final:.4g}, "
+            f"{final / seen - 1:.1%} above the {seen:.4g} the path saw there: its short "
+            "warm-started trainings favoured this α; check it against a grid "
+            "(compare_grid=True) or another method"
+        )
+    return None
+
+
 def curvature_warning(
     lambda_min: float | None, lambda_max: float | None, *, tol: float = 1e-3
 ) -> str | None:

@@ -176,6 +176,8 @@ def _advise(
     final, unconverged = _final_training(task, proto, alpha, budget)
     messages.append(unconverged)
     messages.append(trust.edge_warning(alpha, low, high))
+    if method == "path":
+        messages.append(trust.path_mismatch_warning(min(curves["val_loss"]), final.val_loss()))
     if "val_loss" in curves and len(curves["val_loss"]) >= 3:
         messages.append(trust.curve_warning(curves["alpha"], curves["val_loss"]))
     gamma, n_params = res.get("gamma"), int(res.get("n_params", _n_decayed(final)))
