@@ -2,10 +2,11 @@
 
 On digits-mlp, breast-cancer-logistic and mnist1d-cnn, side by side in one run (one thread,
 so wall times compare): every decaylab method, the 11-point grid (1e-6 … 1e-1), laplace-torch's
-online ``marglik_training`` (Kronecker GGN, scalar prior) and post-hoc
-``optimize_prior_precision(method="marglik")`` on a weakly regularized model, Optuna TPE with a
-Hyperband pruner given the default method's gradient-evaluation budget, and the Wang &
-Aitchison (2024) timescale rule ``1/(lr·α) = steps`` (τ_iter equal to the training length).
+online ``marglik_training`` (Kronecker GGN, or diagonal where curvlinops' KFAC lacks a layer;
+scalar prior) and post-hoc ``optimize_prior_precision(method="marglik")`` on a weakly
+regularized model, Optuna TPE with a Hyperband pruner given the default method's
+gradient-evaluation budget, and the Wang & Aitchison (2024) timescale rule
+``1/(lr·α) = steps`` (τ_iter equal to the training length).
 Every α is then trained with the task's protocol, whose validation loss is what is compared.
 
     python benchmarks/advisor.py [--quick] [--tasks digits-mlp ...] [--out benchmarks/results]
@@ -160,6 +161,20 @@ def _two_logit_task(task: Any) -> Any:
     )
 
 
+def _laplace_structure(model: torch.nn.Module, full_up_to: int = 0) -> str:
+    """laplace-torch's Hessian structure for ``model``: ``"full"`` up to ``full_up_to``
+    parameters, else ``"kron"`` where curvlinops' KFAC supports every layer with parameters
+    (Linear, Conv2d), else ``"diag"`` (mnist1d-cnn's Conv1d layers)."""
+    if sum(p.numel() for p in model.parameters()) <= full_up_to:
+        return "full"
+    kfac_layers = (torch.nn.Linear, torch.nn.Conv2d)
+    for module in model.modules():
+        has_own = any(True for _ in module.parameters(recurse=False))
+        if has_own and not isinstance(module, kfac_layers):
+            return "diag"
+    return "kron"
+
+
 def run_marglik_training(task: Any, proto: Protocol) -> dict[str, Any]:
     from laplace import marglik_training
     from laplace.curvature import CurvlinopsGGN
@@ -170,13 +185,14 @@ def run_marglik_training(task: Any, proto: Protocol) -> dict[str, Any]:
     model = lt.model()
     loader = _loader(task, proto)
     epochs = max(proto.steps // len(loader), 1)
+    structure = _laplace_structure(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         la, *_ = marglik_training(
             model,
             loader,
             likelihood="classification",
-            hessian_structure="kron",
+            hessian_structure=structure,
             backend=CurvlinopsGGN,
             optimizer_kwargs={"lr": proto.lr},
             n_epochs=epochs,
@@ -194,7 +210,7 @@ def run_marglik_training(task: Any, proto: Protocol) -> dict[str, Any]:
         r["accuracy"],
         budget.seconds,
         budget.grad_evals,
-        note="kron GGN, scalar prior, all params",
+        note=f"{structure} GGN, scalar prior, all params",
     )
 
 
@@ -204,8 +220,7 @@ def run_posthoc(task: Any, proto: Protocol) -> dict[str, Any]:
     budget = Budget()
     lt = _two_logit_task(task)
     trainer = train_at(lt, proto, 1e-5, budget)
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    structure = "full" if n_params <= 3000 else "kron"
+    structure = _laplace_structure(trainer.model, full_up_to=3000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         la = Laplace(
