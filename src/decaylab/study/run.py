@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 
 import torch
 
+from decaylab.checkpoint import write_atomic
 from decaylab.executors import LocalExecutor
 from decaylab.study import distributed
 from decaylab.study.cache import PhaseCache, fingerprint
@@ -54,26 +53,12 @@ def check_against_task(config: Config, task: Task) -> None:
 def write_json_atomic(data: Any, path: Path) -> None:
     """JSON (NaN refused) to ``path`` via a temporary file and a rename."""
     text = json.dumps(data, indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), prefix=".results-")
 
 
 def _save_reference(obj: Objective, w0: torch.Tensor, path: Path) -> None:
     state = {k: v.detach().clone() for k, v in obj.model_at(w0).state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=".reference-", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: torch.save(state, fh), prefix=".reference-")
 
 
 class _Runner:
