@@ -50,11 +50,10 @@ def lbfgs(
         if float(g.abs().max()) <= tol or iterations >= max_iter:
             break
         opt.param_groups[0]["max_iter"] = max(max_iter - iterations, 1)
-    w = w.detach()
-    if iterations < max_iter and float(_grad(fn, w).abs().max()) > tol:
+    w = w.detach()  # g is its gradient (the loop runs at least once)
+    if iterations < max_iter and float(g.abs().max()) > tol:
         # the line search stalled before the budget was spent: finish on the gradient
-        w = newton_polish(fn, w, tol=tol)
-    g = _grad(fn, w)
+        w, g = newton_polish(fn, w, tol=tol)
     gmax = float(g.abs().max())
     return w, {
         "converged": bool(gmax <= tol),
@@ -67,8 +66,9 @@ def lbfgs(
 
 def newton_polish(
     fn: Fn, w: torch.Tensor, *, tol: float, max_newton: int = 8, cg_iters: int = 100
-) -> torch.Tensor:
-    """Newton-CG steps from ``w`` while they reduce ``max|∇fn|`` (no line search).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton-CG steps from ``w`` while they reduce ``max|∇fn|`` (no line search); the
+    final iterate and its gradient.
 
     L-BFGS's line search compares function values, which stop resolving progress once the
     decrease is below the rounding of ``fn`` (``|∇|`` around 1e-9 for a loss near 1): the
@@ -94,7 +94,7 @@ def newton_polish(
         if float(g_new.abs().max()) >= gmax:
             break
         w, g = w_new.detach(), g_new
-    return w
+    return w, g
 
 
 def _cg_steihaug(
