@@ -22,6 +22,7 @@ def lbfgs(
     """Minimize ``fn`` from ``w_start`` with L-BFGS (strong Wolfe line search).
 
     Stops when ``max|∇fn| ≤ tol`` or after ``max_iter`` iterations; ``converged`` says which.
+    ``grad`` is the gradient at the returned iterate.
     """
     w = w_start.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
@@ -58,6 +59,7 @@ def lbfgs(
     return w, {
         "converged": bool(gmax <= tol),
         "iterations": iterations,
+        "grad": g,
         "grad_norm": float(g.norm()),
         "grad_max": gmax,
         "value": float(fn(w.detach())),

@@ -35,7 +35,7 @@ def l2_point(
     out: dict[str, Any] = {
         "w": w,
         "converged": info["converged"],
-        "grad": obj.grad(fn, w),
+        "grad": info["grad"],
         "iterations": info["iterations"],
     }
     if scratch:
