@@ -16,8 +16,9 @@ import os
 import pickle
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -103,10 +104,18 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     directory = path.parent
     if not directory.is_dir():
         raise ValueError(f"path must be inside an existing directory, got {str(path)!r}")
-    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=directory)
+    write_atomic(path, lambda handle: torch.save(state, handle), prefix=_TEMP_PREFIX)
+    return path
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, prefix: str) -> None:
+    """Write ``path`` atomically and durably: ``write(handle)`` into a temporary file
+    ``<prefix>*.tmp`` beside it, ``flush``, ``os.fsync``, ``os.replace``, ``fsync`` of the
+    directory. If anything fails before the rename, the temporary file is removed."""
+    fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
@@ -114,8 +123,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
         raise
-    _fsync_directory(directory)
-    return path
+    _fsync_directory(path.parent)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:

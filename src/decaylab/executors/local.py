@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from decaylab.executors._points import check_keys, load_point, save_point
+
 __all__ = ["LocalExecutor"]
 
 
@@ -38,26 +40,6 @@ class LocalExecutor:
         self.progress = progress
         self.reused = 0
 
-    def _load(self, key: str) -> Any:
-        from decaylab.checkpoint import CheckpointError, load_checkpoint
-
-        assert self.cache_dir is not None
-        path = self.cache_dir / f"{key}.pt"
-        if not path.is_file():
-            return None
-        try:
-            return load_checkpoint(path)["result"]
-        except CheckpointError:
-            return None
-
-    def _save(self, key: str, result: Any) -> None:
-        from decaylab.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-
-        assert self.cache_dir is not None
-        save_checkpoint(
-            {"format": CHECKPOINT_FORMAT, "result": result}, self.cache_dir / f"{key}.pt"
-        )
-
     def map(
         self,
         fn: Callable[..., Any],
@@ -66,16 +48,15 @@ class LocalExecutor:
         label: str = "",
     ) -> list[Any]:
         """``[fn(**c) for c in calls]``, reusing and writing per-key cached results."""
-        if keys is not None and len(keys) != len(calls):
-            raise ValueError(f"keys has {len(keys)} entries but calls has {len(calls)}")
-        use_cache = self.cache_dir is not None and keys is not None
+        check_keys(calls, keys)
+        cache = self.cache_dir if keys is not None else None
         out = []
         for i, call in enumerate(calls):
-            result = self._load(keys[i]) if use_cache and keys is not None else None
+            result = load_point(cache, keys[i]) if cache is not None and keys is not None else None
             if result is None:
                 result = fn(**call)
-                if use_cache and keys is not None:
-                    self._save(keys[i], result)
+                if cache is not None and keys is not None:
+                    save_point(cache, keys[i], result)
             else:
                 self.reused += 1
             out.append(result)

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from decaylab.executors._points import check_keys, load_point, point_path, save_point
+
 __all__ = ["RayExecutor", "import_ray", "check_executor_option", "RAY_MISSING"]
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'decaylab[ray]'"
@@ -67,25 +69,14 @@ def check_executor_option(executor: str, ray_address: str | None) -> None:
 
 
 def _load(cache_dir: str | None, key: str | None) -> Any:
-    from decaylab.checkpoint import CheckpointError, load_checkpoint
-
-    if cache_dir is None or key is None:
-        return None
-    path = Path(cache_dir) / f"{key}.pt"
-    if not path.is_file():
-        return None
-    try:
-        return load_checkpoint(path)["result"]
-    except CheckpointError:
-        return None  # torn or foreign: recompute
+    return None if cache_dir is None or key is None else load_point(cache_dir, key)
 
 
 def _save(cache_dir: str | None, key: str | None, result: Any) -> None:
-    from decaylab.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-
+    # A worker writes only where the driver's cache_dir exists: a shared file system.
     if cache_dir is None or key is None or not Path(cache_dir).is_dir():
         return
-    save_checkpoint({"format": CHECKPOINT_FORMAT, "result": result}, Path(cache_dir) / f"{key}.pt")
+    save_point(cache_dir, key, result)
 
 
 def run_point(
@@ -206,8 +197,7 @@ class RayExecutor:
         label: str = "",
     ) -> list[Any]:
         """``[fn(**c) for c in calls]`` as Ray tasks, reusing and writing cached results."""
-        if keys is not None and len(keys) != len(calls):
-            raise ValueError(f"keys has {len(keys)} entries but calls has {len(calls)}")
+        check_keys(calls, keys)
         cache = str(self.cache_dir) if self.cache_dir is not None else None
         key_of: list[str | None] = list(keys) if keys is not None else [None] * len(calls)
         results: list[Any] = [_load(cache, k) for k in key_of]
@@ -261,8 +251,9 @@ class RayExecutor:
                 results[i], caught[i] = self.ray.get(ready[0])
             except self.ray.exceptions.RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None
-            if cache is not None and not (Path(cache) / f"{key_of[i]}.pt").is_file():
-                _save(cache, key_of[i], results[i])  # the worker's disk was not this one
+            key = key_of[i]
+            if cache is not None and key is not None and not point_path(cache, key).is_file():
+                _save(cache, key, results[i])  # the worker's disk was not this one
             done += 1
             if self.progress is not None:
                 self.progress(label, done, total)

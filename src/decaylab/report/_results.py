@@ -244,19 +244,26 @@ def _read_curvature(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
     return out
 
 
-def _read_l2(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
-    where = "results.l2"
+def _read_grid(raw: Mapping[str, Any], name: str, notes: list[str]) -> dict[str, Any]:
+    """A phase with one entry per grid α: its ``alphas``, and the arrays ``_PER_ALPHA[name]``
+    checked to have as many entries."""
+    where = f"results.{name}"
     out = dict(raw)
     alphas = vector(raw, "alphas", where)
     assert alphas is not None
     _check_grid(alphas, where)
     out["alphas"] = alphas
-    for key in _PER_ALPHA["l2"]:
+    for key in _PER_ALPHA[name]:
         out[key] = vector(raw, key, where, n=alphas.size, notes=notes)
-    pred = matrix(raw, "shrink_predicted", where, (alphas.size, None))
-    meas = matrix(
-        raw, "shrink_measured", where, (alphas.size, None if pred is None else pred.shape[1])
-    )
+    return out
+
+
+def _read_l2(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+    where = "results.l2"
+    out = _read_grid(raw, "l2", notes)
+    n = out["alphas"].size
+    pred = matrix(raw, "shrink_predicted", where, (n, None))
+    meas = matrix(raw, "shrink_measured", where, (n, None if pred is None else pred.shape[1]))
     out["shrink_predicted"], out["shrink_measured"] = pred, meas
     out["trust_region_alpha_max"] = _scalar(raw, "trust_region_alpha_max", where)
     out["trust_tolerance"] = TRUST_TOLERANCE
@@ -264,15 +271,8 @@ def _read_l2(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
 
 
 def _read_l1(raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
-    where = "results.l1"
-    out = dict(raw)
-    alphas = vector(raw, "alphas", where)
-    assert alphas is not None
-    _check_grid(alphas, where)
-    out["alphas"] = alphas
-    for key in _PER_ALPHA["l1"]:
-        out[key] = vector(raw, key, where, n=alphas.size, notes=notes)
-    out["n_penalized"] = _scalar(raw, "n_penalized", where)
+    out = _read_grid(raw, "l1", notes)
+    out["n_penalized"] = _scalar(raw, "n_penalized", "results.l1")
     return out
 
 

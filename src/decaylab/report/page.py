@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -356,44 +356,58 @@ def _l2_table(study: Study) -> dict[str, Any] | None:
     l2 = study.get("l2")
     if l2 is None:
         return None
-    columns = [
-        ("relative_error", "rel. error (from w₀)"),
-        ("relative_error_scratch", "rel. error (scratch)"),
-        ("gamma", "γ (effective parameters)"),
-        ("val_loss_predicted", "val. loss predicted"),
-        ("val_loss_measured", "val. loss measured"),
-        ("val_loss_scratch", "val. loss scratch"),
-        ("displacement_norm", "‖w_meas − w₀‖"),
-        ("retrain_error", "retraining error / displacement"),
-    ]
-    columns = [(k, label) for k, label in columns if l2.get(k) is not None]
     top = l2["trust_region_alpha_max"]
-    rows = [
-        {
-            "alpha": fmt(a, 3),
-            "cells": [fmt(l2[k][i], 3) for k, _ in columns],
-            "trusted": top is not None and a <= top,
-        }
-        for i, a in enumerate(l2["alphas"])
-    ]
-    return {"headers": [label for _, label in columns], "rows": rows}
+    return _grid_table(
+        l2,
+        [
+            ("relative_error", "rel. error (from w₀)"),
+            ("relative_error_scratch", "rel. error (scratch)"),
+            ("gamma", "γ (effective parameters)"),
+            ("val_loss_predicted", "val. loss predicted"),
+            ("val_loss_measured", "val. loss measured"),
+            ("val_loss_scratch", "val. loss scratch"),
+            ("displacement_norm", "‖w_meas − w₀‖"),
+            ("retrain_error", "retraining error / displacement"),
+        ],
+        cell=lambda value, key: fmt(value, 3),
+        trusted=lambda alpha: top is not None and alpha <= top,
+    )
 
 
 def _l1_table(study: Study) -> dict[str, Any] | None:
     l1 = study.get("l1")
     if l1 is None:
         return None
-    columns = [
-        ("n_zero_predicted", "zeros predicted"),
-        ("n_zero_measured", "zeros measured"),
-        ("zero_precision", "precision"),
-        ("zero_recall", "recall"),
-        ("val_loss", "val. loss"),
-    ]
-    columns = [(k, label) for k, label in columns if l1.get(k) is not None]
+    return _grid_table(
+        l1,
+        [
+            ("n_zero_predicted", "zeros predicted"),
+            ("n_zero_measured", "zeros measured"),
+            ("zero_precision", "precision"),
+            ("zero_recall", "recall"),
+            ("val_loss", "val. loss"),
+        ],
+        cell=_cell,
+        trusted=lambda alpha: False,
+    )
+
+
+def _grid_table(
+    section: dict[str, Any],
+    columns: list[tuple[str, str]],
+    *,
+    cell: Callable[[float, str], str],
+    trusted: Callable[[float], bool],
+) -> dict[str, Any]:
+    """One row per grid α, one column per ``(key, header)`` the section has."""
+    columns = [(k, label) for k, label in columns if section.get(k) is not None]
     rows = [
-        {"alpha": fmt(a, 3), "cells": [_cell(l1[k][i], k) for k, _ in columns], "trusted": False}
-        for i, a in enumerate(l1["alphas"])
+        {
+            "alpha": fmt(a, 3),
+            "cells": [cell(section[k][i], k) for k, _ in columns],
+            "trusted": trusted(a),
+        }
+        for i, a in enumerate(section["alphas"])
     ]
     return {"headers": [label for _, label in columns], "rows": rows}
 

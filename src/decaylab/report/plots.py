@@ -603,6 +603,26 @@ def validation_loss(study: Study) -> Plot | None:
     alphas = l2["alphas"]
     fig = Figure(figsize=(10, 4.4))
     ax_v, ax_t = fig.subplots(1, 2)
+    _draw_loss_curves(ax_v, ax_t, l2)
+    _mark_lowest(ax_v, l2)
+    ref = study.get("reference") or {}
+    for ax, key in ((ax_v, "val_loss"), (ax_t, "train_loss")):
+        _alpha_axis(ax, alphas)
+        shade_trust_region(ax, l2)
+        if ref.get(key) is not None:
+            ax.axhline(ref[key], color="0.4", lw=0.8, ls="--", label="reference w₀")
+        log = _log_if_wide(ax)
+        ax.legend(fontsize=8)
+        ax.set_ylabel(("validation loss" if ax is ax_v else "training loss J") + log)
+    ax_v.set_title("Validation loss", fontsize=10)
+    ax_t.set_title("Training loss", fontsize=10)
+    holds, caption = _validation_caption(l2)
+    return Plot("validation_loss", "Validation loss against α", caption, _finish(fig), holds)
+
+
+def _draw_loss_curves(ax_v: Axes, ax_t: Axes, l2: dict[str, Any]) -> None:
+    """Validation (``ax_v``) and training (``ax_t``) loss: predicted, warm, from scratch."""
+    alphas = l2["alphas"]
     series = (
         ("val_loss_predicted", "predicted (quadratic model at w₀)", "#d62728", _PRED),
         ("val_loss_measured", "measured, retrained from w₀", "#1f5fa8", _MEAS),
@@ -622,11 +642,16 @@ def validation_loss(study: Study) -> Plot | None:
     ):
         if l2.get(key) is not None:
             ax_t.plot(alphas, l2[key], color=color, label=label, **style)
+
+
+def _mark_lowest(ax: Axes, l2: dict[str, Any]) -> None:
+    """A star at the lowest measured and the lowest predicted validation loss."""
+    alphas = l2["alphas"]
     for key, color in (("val_loss_measured", "#1f5fa8"), ("val_loss_predicted", "#d62728")):
         values = l2.get(key)
         if values is not None and np.isfinite(values).any():
             i = int(np.nanargmin(values))
-            ax_v.scatter(
+            ax.scatter(
                 alphas[i],
                 values[i],
                 marker="*",
@@ -636,7 +661,7 @@ def validation_loss(study: Study) -> Plot | None:
                 lw=0.6,
                 zorder=6,
             )
-    ax_v.scatter(
+    ax.scatter(
         [],
         [],
         marker="*",
@@ -646,19 +671,6 @@ def validation_loss(study: Study) -> Plot | None:
         lw=0.6,
         label="lowest of each curve",
     )
-    ref = study.get("reference") or {}
-    for ax, key in ((ax_v, "val_loss"), (ax_t, "train_loss")):
-        _alpha_axis(ax, alphas)
-        shade_trust_region(ax, l2)
-        if ref.get(key) is not None:
-            ax.axhline(ref[key], color="0.4", lw=0.8, ls="--", label="reference w₀")
-        log = _log_if_wide(ax)
-        ax.legend(fontsize=8)
-        ax.set_ylabel(("validation loss" if ax is ax_v else "training loss J") + log)
-    ax_v.set_title("Validation loss", fontsize=10)
-    ax_t.set_title("Training loss", fontsize=10)
-    holds, caption = _validation_caption(l2)
-    return Plot("validation_loss", "Validation loss against α", caption, _finish(fig), holds)
 
 
 def _log_if_wide(ax: Axes) -> str:

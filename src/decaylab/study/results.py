@@ -94,6 +94,29 @@ def _l2_messages(l2: dict[str, Any], threshold: float, notes: list[str], warns: 
     return trust
 
 
+def _l1_messages(l1: dict[str, Any], notes: list[str], warns: list[str]) -> None:
+    for a, ok in zip(l1["alphas"], l1["converged"], strict=True):
+        if not ok:
+            warns.append(f"L1 (FISTA) at α = {a:g} did not reach l1.tol")
+    if any(l1["n_nonpositive_diagonal"]):
+        notes.append(
+            "L1: entries with H_ii ≤ 0 cannot be predicted by soft-thresholding and "
+            "are never predicted zero."
+        )
+
+
+def _best_l2(l2: dict[str, Any]) -> dict[str, float | None]:
+    """The grid's lowest measured validation loss and its α (for the early-stopping section)."""
+    measured = [v for v in l2["val_loss_measured"] if v is not None]
+    if not measured:
+        return {"val_loss_l2_best": None, "alpha_l2_best": None}
+    best = min(measured)
+    return {
+        "val_loss_l2_best": best,
+        "alpha_l2_best": l2["alphas"][l2["val_loss_measured"].index(best)],
+    }
+
+
 def _es_messages(es: dict[str, Any], notes: list[str], warns: list[str]) -> None:
     notes.append(f"early stopping: learning rate ε = {es['lr']:.4g} ({es['lr_reason']}).")
     if es["lr_lambda_max"] >= 2:
@@ -137,18 +160,10 @@ def build_results(
         )
     _curvature_messages(curv, notes, warns)
     trust = _l2_messages(l2, config.l2["trust_threshold"], notes, warns)
-    for a, ok in zip(l1["alphas"], l1["converged"], strict=True):
-        if not ok:
-            warns.append(f"L1 (FISTA) at α = {a:g} did not reach l1.tol")
-    if any(l1["n_nonpositive_diagonal"]):
-        notes.append(
-            "L1: entries with H_ii ≤ 0 cannot be predicted by soft-thresholding and "
-            "are never predicted zero."
-        )
+    _l1_messages(l1, notes, warns)
     _es_messages(es, notes, warns)
     for phase in (ref, curv, l2, l1, es, pic):
         warns.extend(phase.get("_warnings", []))
-    measured = [v for v in l2["val_loss_measured"] if v is not None]
     k = min(config.curvature["k"], curv["eigenvalues"].numel())
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -185,18 +200,19 @@ def build_results(
             "diagonal_source": curv["diagonal_source"],
             "n_matvecs": curv["n_matvecs"],
         },
-        "l2": {key: v for key, v in l2.items() if not key.endswith("_w")},
+        "l2": {
+            **{key: v for key, v in l2.items() if not key.endswith("_w")},
+            "trust_note": trust,
+            "trust_tolerance": config.l2["trust_threshold"],
+        },
         "l1": l1,
-        "early_stopping": {key: v for key, v in es.items() if not key.startswith("snapshots")},
+        "early_stopping": {
+            **{key: v for key, v in es.items() if not key.startswith("snapshots")},
+            **_best_l2(l2),
+        },
         "picture": pic,
         "timings": timings,
         "notes": notes,
         "warnings": sorted(set(warns), key=warns.index),
     }
-    results["l2"]["trust_note"] = trust
-    results["l2"]["trust_tolerance"] = config.l2["trust_threshold"]
-    results["early_stopping"]["val_loss_l2_best"] = min(measured) if measured else None
-    results["early_stopping"]["alpha_l2_best"] = (
-        l2["alphas"][l2["val_loss_measured"].index(min(measured))] if measured else None
-    )
     return clean(results)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 
 import torch
 
+from decaylab.checkpoint import write_atomic
 from decaylab.executors import LocalExecutor
 from decaylab.study import distributed
 from decaylab.study.cache import PhaseCache, fingerprint
@@ -41,39 +40,24 @@ Log = Callable[[str], None]
 def check_against_task(config: Config, task: Task) -> None:
     """Checks of the config that need the task (still before any compute)."""
     alpha0, _ = reference.resolve_alpha0(task, config)
-    for section in ("l2", "l1"):
-        alphas = getattr(config, section)["alphas"]
-        if section == "l2" and alphas[0] <= alpha0:
-            raise ConfigError(
-                "l2.alphas",
-                f"every α must be > the reference's α₀ = {alpha0:g} (the total strength "
-                f"includes α₀), got {alphas[0]!r}",
-            )
+    smallest = config.l2["alphas"][0]  # the grid is increasing (config checks it)
+    if smallest <= alpha0:
+        raise ConfigError(
+            "l2.alphas",
+            f"every α must be > the reference's α₀ = {alpha0:g} (the total strength "
+            f"includes α₀), got {smallest!r}",
+        )
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
     """JSON (NaN refused) to ``path`` via a temporary file and a rename."""
     text = json.dumps(data, indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), prefix=".results-")
 
 
 def _save_reference(obj: Objective, w0: torch.Tensor, path: Path) -> None:
     state = {k: v.detach().clone() for k, v in obj.model_at(w0).state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=".reference-", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: torch.save(state, fh), prefix=".reference-")
 
 
 class _Runner:
@@ -141,13 +125,7 @@ def run_study(
             points = _make_executor(executor, Path(rank_out), progress, ray_address)
             try:
                 return _run_study(
-                    config,
-                    rank_out,
-                    fresh=fresh,
-                    task=task,
-                    log=log,
-                    progress=progress,
-                    executor=points,
+                    config, rank_out, fresh=fresh, task=task, log=log, executor=points
                 )
             finally:
                 if points is not executor:
@@ -182,8 +160,7 @@ def _run_study(
     fresh: bool,
     task: Task | None,
     log: Log | None,
-    progress: Callable[[str, int, int], None] | None,
-    executor: Any = None,
+    executor: Any,
 ) -> dict[str, Any]:
     log = log or (lambda message: None)
     start = time.perf_counter()
@@ -202,8 +179,6 @@ def _run_study(
     _save_reference(obj, ref["w0"], out / "reference.pt")
     fp["curvature"] = fingerprint(fp["reference"], config.curvature)
     curv = run("curvature", fp["curvature"], lambda: curvature.run(obj, ref, config))
-    if executor is None:
-        executor = LocalExecutor(out / "cache" / "points", progress=progress)
     fp["l2"] = fingerprint(fp["curvature"], config.l2)
     res_l2 = run(
         "l2", fp["l2"], lambda: l2.run(obj, ref, curv, config, _Prefixed(executor, fp["l2"]))

@@ -22,6 +22,7 @@ def lbfgs(
     """Minimize ``fn`` from ``w_start`` with L-BFGS (strong Wolfe line search).
 
     Stops when ``max|∇fn| ≤ tol`` or after ``max_iter`` iterations; ``converged`` says which.
+    ``grad`` is the gradient at the returned iterate.
     """
     w = w_start.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
@@ -50,15 +51,15 @@ def lbfgs(
         if float(g.abs().max()) <= tol or iterations >= max_iter:
             break
         opt.param_groups[0]["max_iter"] = max(max_iter - iterations, 1)
-    w = w.detach()
-    if iterations < max_iter and float(_grad(fn, w).abs().max()) > tol:
+    w = w.detach()  # g is its gradient (the loop runs at least once)
+    if iterations < max_iter and float(g.abs().max()) > tol:
         # the line search stalled before the budget was spent: finish on the gradient
-        w = newton_polish(fn, w, tol=tol)
-    g = _grad(fn, w)
+        w, g = newton_polish(fn, w, tol=tol)
     gmax = float(g.abs().max())
     return w, {
         "converged": bool(gmax <= tol),
         "iterations": iterations,
+        "grad": g,
         "grad_norm": float(g.norm()),
         "grad_max": gmax,
         "value": float(fn(w.detach())),
@@ -67,8 +68,9 @@ def lbfgs(
 
 def newton_polish(
     fn: Fn, w: torch.Tensor, *, tol: float, max_newton: int = 8, cg_iters: int = 100
-) -> torch.Tensor:
-    """Newton-CG steps from ``w`` while they reduce ``max|∇fn|`` (no line search).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton-CG steps from ``w`` while they reduce ``max|∇fn|`` (no line search); the
+    final iterate and its gradient.
 
     L-BFGS's line search compares function values, which stop resolving progress once the
     decrease is below the rounding of ``fn`` (``|∇|`` around 1e-9 for a loss near 1): the
@@ -94,7 +96,7 @@ def newton_polish(
         if float(g_new.abs().max()) >= gmax:
             break
         w, g = w_new.detach(), g_new
-    return w
+    return w, g
 
 
 def _cg_steihaug(

@@ -11,6 +11,7 @@ dense path, by conjugate gradients on the operator path. With ``D = I`` and ``α
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ def l2_point(
     out: dict[str, Any] = {
         "w": w,
         "converged": info["converged"],
-        "grad": obj.grad(fn, w),
+        "grad": info["grad"],
         "iterations": info["iterations"],
     }
     if scratch:
@@ -43,15 +44,28 @@ def l2_point(
     return out
 
 
+Factor = tuple[Callable[[torch.Tensor], torch.Tensor], bool]
+"""A solver ``b ↦ A⁻¹ b`` of one factored matrix, and whether that matrix is indefinite."""
+
+
 def predict(
-    obj: Objective, reference: dict[str, Any], curv: dict[str, Any], alpha: float, config: Config
+    obj: Objective,
+    reference: dict[str, Any],
+    curv: dict[str, Any],
+    alpha: float,
+    config: Config,
+    factor: Factor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``w̃(α)`` of the quadratic model; info says whether ``H + αD`` was positive definite."""
+    """``w̃(α)`` of the quadratic model; info says whether ``H + αD`` was positive definite.
+
+    ``factor``: :func:`penalized_factor` of this ``α``, when the caller solves with it too.
+    """
     w0, a0, D = reference["w0"], reference["alpha0"], obj.mask
     rhs = -(alpha - a0) * D * w0
-    if curv["hessian"] is not None:
-        delta, negative = psd_solve(curv["hessian"] + alpha * torch.diag(D), rhs)
-        return w0 + delta, {"converged": True, "negative_curvature": negative}
+    factor = factor or penalized_factor(obj, curv, alpha)
+    if factor is not None:
+        solve, negative = factor
+        return w0 + solve(rhs), {"converged": True, "negative_curvature": negative}
     op = hessian_operator(obj, w0)
     delta, info = cg(
         lambda v: op.matvec(v) + alpha * D * v,
@@ -62,8 +76,16 @@ def predict(
     return w0 + delta, info
 
 
-def psd_solve(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Solve ``A x = b`` for a positive semi-definite ``A``; also whether ``A`` is indefinite.
+def penalized_factor(obj: Objective, curv: dict[str, Any], alpha: float) -> Factor | None:
+    """:func:`psd_factor` of ``H + αD`` on the dense path (``None`` on the operator path)."""
+    if curv["hessian"] is None:
+        return None
+    return psd_factor(curv["hessian"] + alpha * torch.diag(obj.mask))
+
+
+def psd_factor(A: torch.Tensor) -> Factor:
+    """Factor a positive semi-definite ``A`` once for solving ``A x = b``; also whether
+    ``A`` is indefinite.
 
     A network's Hessian can be exactly singular along an undecayed symmetry (softmax is
     invariant to a shift of all output biases, and ``b`` has no component there), so the
@@ -74,8 +96,8 @@ def psd_solve(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, bool]:
     tau = 1e-10 * float(A.diagonal().abs().max())
     L, info = torch.linalg.cholesky_ex(A + tau * torch.eye(A.shape[0], dtype=A.dtype))
     if int(info) == 0:
-        return torch.cholesky_solve(b[:, None], L)[:, 0], False
-    return torch.linalg.solve(A, b), True
+        return (lambda b: torch.cholesky_solve(b[:, None], L)[:, 0]), False
+    return (lambda b: torch.linalg.solve(A, b)), True
 
 
 def shrink(w: torch.Tensor, w0: torch.Tensor, Q: torch.Tensor) -> list[float | None]:
@@ -104,16 +126,49 @@ def trust_region(alphas: list[float], errors: list[float | None], threshold: flo
     return best
 
 
-def _retrain_error(
+def _retrain_error(factor: Factor | None, alpha: float, grad: torch.Tensor) -> float:
+    """Estimated ‖w_meas − w_opt‖: one Newton step (dense) or ‖∇‖/α (operator)."""
+    if factor is not None:
+        return float(factor[0](grad).norm())
+    return float(grad.norm()) / alpha
+
+
+def _metrics(
     obj: Objective,
     curv: dict[str, Any],
+    w0: torch.Tensor,
+    Q: torch.Tensor,
     alpha: float,
-    grad: torch.Tensor,
-) -> float:
-    """Estimated ‖w_meas − w_opt‖: one Newton step (dense) or ‖∇‖/α (operator)."""
-    if curv["hessian"] is not None:
-        return float(psd_solve(curv["hessian"] + alpha * torch.diag(obj.mask), grad)[0].norm())
-    return float(grad.norm()) / alpha
+    point: dict[str, Any],
+    predicted: tuple[torch.Tensor, dict[str, Any]],
+    factor: Factor | None,
+) -> dict[str, Any]:
+    """The row of one grid α: the prediction ``w̃`` against the retrained ``point``."""
+    (w_pred, info), w_meas, scratch = predicted, point["w"], point.get("w_scratch")
+    disp = float((w_meas - w0).norm())
+    err = _retrain_error(factor, alpha, point["grad"])
+    return {
+        "relative_error": float((w_pred - w_meas).norm()) / disp if disp > 0 else None,
+        "relative_error_scratch": (
+            None
+            if scratch is None
+            else float((w_pred - scratch).norm()) / float((scratch - w0).norm())
+        ),
+        "retrain_error": err / disp if disp > 0 else None,
+        "displacement_norm": disp,
+        "val_loss_predicted": obj.value(w_pred, "val"),
+        "val_loss_measured": obj.value(w_meas, "val"),
+        "val_loss_scratch": None if scratch is None else obj.value(scratch, "val"),
+        "train_loss_predicted": obj.value(w_pred, "train"),
+        "train_loss_measured": obj.value(w_meas, "train"),
+        "gamma": gamma(curv, alpha, obj.n_params),
+        "shrink_predicted": shrink(w_pred, w0, Q),
+        "shrink_measured": shrink(w_meas, w0, Q),
+        "retrain_converged": bool(point["converged"]),
+        "prediction_valid": (
+            not info.get("negative_curvature", False) and bool(info.get("converged", True))
+        ),
+    }
 
 
 def run(
@@ -137,60 +192,18 @@ def run(
     measured = executor.map(l2_point, calls, keys=[f"l2-{a!r}" for a in alphas], label="L2")
     k = min(config.curvature["k"], curv["eigenvectors"].shape[1])
     Q = curv["eigenvectors"][:, :k]
-    rows: dict[str, list[Any]] = {
-        key: []
-        for key in (
-            "relative_error",
-            "relative_error_scratch",
-            "retrain_error",
-            "displacement_norm",
-            "val_loss_predicted",
-            "val_loss_measured",
-            "val_loss_scratch",
-            "train_loss_predicted",
-            "train_loss_measured",
-            "gamma",
-            "shrink_predicted",
-            "shrink_measured",
-            "retrain_converged",
-            "prediction_valid",
-        )
-    }
-    predicted_w, measured_w = [], []
+    per_alpha, predicted_w = [], []
     for a, m in zip(alphas, measured, strict=True):
-        w_pred, info = predict(obj, reference, curv, a, config)
-        w_meas = m["w"]
-        disp = float((w_meas - w0).norm())
-        rel = float((w_pred - w_meas).norm()) / disp if disp > 0 else None
-        rows["relative_error"].append(rel)
-        if "w_scratch" in m:
-            ds = float((m["w_scratch"] - w0).norm())
-            rows["relative_error_scratch"].append(float((w_pred - m["w_scratch"]).norm()) / ds)
-            rows["val_loss_scratch"].append(obj.value(m["w_scratch"], "val"))
-        else:
-            rows["relative_error_scratch"].append(None)
-            rows["val_loss_scratch"].append(None)
-        err = _retrain_error(obj, curv, a, m["grad"])
-        rows["retrain_error"].append(err / disp if disp > 0 else None)
-        rows["displacement_norm"].append(disp)
-        rows["val_loss_predicted"].append(obj.value(w_pred, "val"))
-        rows["val_loss_measured"].append(obj.value(w_meas, "val"))
-        rows["train_loss_predicted"].append(obj.value(w_pred, "train"))
-        rows["train_loss_measured"].append(obj.value(w_meas, "train"))
-        rows["gamma"].append(gamma(curv, a, obj.n_params))
-        rows["shrink_predicted"].append(shrink(w_pred, w0, Q))
-        rows["shrink_measured"].append(shrink(w_meas, w0, Q))
-        rows["retrain_converged"].append(bool(m["converged"]))
-        rows["prediction_valid"].append(
-            not info.get("negative_curvature", False) and bool(info.get("converged", True))
-        )
-        predicted_w.append(w_pred)
-        measured_w.append(w_meas)
+        factor = penalized_factor(obj, curv, a)  # one factorization for both solves at this α
+        predicted = predict(obj, reference, curv, a, config, factor)
+        per_alpha.append(_metrics(obj, curv, w0, Q, a, m, predicted, factor))
+        predicted_w.append(predicted[0])
+    rows = {key: [row[key] for row in per_alpha] for key in per_alpha[0]}
     tr = trust_region(alphas, rows["relative_error"], cfg["trust_threshold"])
     return {
         "alphas": list(alphas),
         **rows,
         "trust_region_alpha_max": tr,
         "predicted_w": torch.stack(predicted_w),
-        "measured_w": torch.stack(measured_w),
+        "measured_w": torch.stack([m["w"] for m in measured]),
     }
