@@ -114,6 +114,9 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, prefix: str
     directory. If anything fails before the rename, the temporary file is removed."""
     fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the mode open() would (0666 less the umask),
+        # so results and checkpoints in a shared study folder stay readable as usual.
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -124,6 +127,13 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, prefix: str
             os.unlink(temp_name)
         raise
     _fsync_directory(path.parent)
+
+
+def _new_file_mode() -> int:
+    """``0o666`` less the process's umask: the mode ``open(path, "w")`` gives a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
