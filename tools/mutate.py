@@ -53,7 +53,12 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "training": (
         ["training.py", "training/*.py"],
-        ["tests/test_training*.py", "tests/test_defaults.py", "tests/test_mutants_training.py"],
+        [
+            "tests/test_training*.py",
+            "tests/test_checkpoint.py",
+            "tests/test_defaults.py",
+            "tests/test_mutants_training.py",
+        ],
     ),
     "curvature": (
         ["curvature/*.py"],
@@ -62,7 +67,6 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_eigen.py",
             "tests/test_stochastic.py",
             "tests/test_defaults.py",
-            "tests/test_mutants_curvature.py",
         ],
     ),
 }
@@ -597,6 +601,78 @@ def _load_more_curated() -> None:
                 "DEFAULT_CHECKPOINT_EVERY = 100",
                 "DEFAULT_CHECKPOINT_EVERY = 50",
                 "checkpoint every 100 steps by default",
+            ),
+            # ---- formerly tests/_mutants_training.py (issue 13 item 8)
+            _m(
+                "training",
+                ev,
+                "        w = weight(loss_fn, yb)",
+                "        w = len(yb)",
+                "recorded loss weights chunks by the loss's normalizer, not the sample count",
+            ),
+            _m(
+                "training",
+                rg,
+                'p.mul_(1.0 - g["lr"] * wd)',
+                "p.mul_(1.0 - wd)",
+                "decoupled decay shrinks by lr * alpha",
+            ),
+            _m(
+                "training",
+                rg,
+                "                group[key] = value",
+                "                pass",
+                "setting alpha reaches the optimizer's groups",
+            ),
+            _m(
+                "training",
+                "training/checkpointing.py",
+                '            state.regularization.load_state_dict(saved["regularization"])',
+                "            pass",
+                "resume restores the saved alpha",
+            ),
+            _m(
+                "training",
+                "training/batches.py",
+                "        if position == 0 or self.perm is None:",
+                "        if self.perm is None:",
+                "mini-batches are reshuffled every epoch",
+            ),
+            _m(
+                "training",
+                "training/run.py",
+                '        if history.stop_reason != "non-finite" and not '
+                "self.regularization.all_finite():",
+                "        if False:",
+                "non-finite final weights are reported",
+            ),
+            _m(
+                "training",
+                "training/run.py",
+                "            history.line_search_failures.append(state.step)",
+                "            pass",
+                "line-search failures are recorded in the history",
+            ),
+            _m(
+                "training",
+                "training/run.py",
+                "        if on_grid or step == config.total_steps or state.stop:",
+                "        if on_grid or state.stop:",
+                "the final step is always evaluated",
+            ),
+            _m(
+                "training",
+                "training/hooks.py",
+                '            group["lr"] = value',
+                "            pass",
+                "setting lr reaches the optimizer's groups",
+            ),
+            _m(
+                "training",
+                "training/config.py",
+                "        _check_no_broadcast(loss_fn, prediction, target, name)",
+                "        pass",
+                "a loss that would broadcast prediction and target is refused",
             ),
         ]
     )
