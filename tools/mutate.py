@@ -475,7 +475,7 @@ def _load_more_curated() -> None:
             _m(
                 "early_stopping",
                 es,
-                "        ) and not math.isnan(current):",
+                "            and not math.isnan(current)\n        ):",
                 "        ):",
                 "NaN never triggers the stopping threshold",
             ),
@@ -677,6 +677,7 @@ def _load_more_curated() -> None:
         ]
     )
     la, st, op = "curvature/lanczos.py", "curvature/stochastic.py", "curvature/operators.py"
+    ba = "curvature/batching.py"
     CURATED.extend(
         [
             _m(
@@ -731,24 +732,23 @@ def _load_more_curated() -> None:
             _m(
                 "curvature",
                 op,
-                "        return acc / self._n_total",
+                "        return acc / self._w_total",
                 "        return acc / self.n_batches",
-                "mean over all samples, not per batch",
+                "mean over all samples (total weight), not per batch",
             ),
             _m(
                 "curvature",
-                op,
-                "            acc.add_(term.matmat(V), alpha=self._batch_sizes[index])\n"
-                "            del term",
-                "            acc.add_(term.matmat(V))\n            del term",
-                "batches weighted by size (uncached path)",
+                ba,
+                "            acc.add_(term.matmat(V), alpha=weight)",
+                "            acc.add_(term.matmat(V))",
+                "batches weighted by their weight, e.g. size (uncached path)",
             ),
             _m(
                 "curvature",
-                op,
-                "                acc.add_(term.matmat(V), alpha=self._batch_sizes[index])",
+                ba,
+                "                acc.add_(term.matmat(V), alpha=self._batch_weights[index])",
                 "                acc.add_(term.matmat(V))",
-                "batches weighted by size (cached path)",
+                "batches weighted by their weight, e.g. size (cached path)",
             ),
         ]
     )
