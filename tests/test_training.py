@@ -6,15 +6,15 @@ loops for SGD and Adam/AdamW, and direct inspection of batches and weights.
 
 from __future__ import annotations
 
+import importlib.util
 import math
-import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
-import sklearn
 import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
@@ -47,25 +47,17 @@ def cancer():
     return X, y.astype(np.float64)
 
 
-def _logistic_l1_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> float:
-    z = X @ w
-    return float(np.mean(np.logaddexp(0.0, z) - y * z) + alpha * np.abs(w).sum())
+def _l1_benchmark():
+    """benchmarks/l1_solvers.py: the L1 logistic objective and the liblinear reference
+    (shared with the benchmark that compares the L1 solvers)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "l1_solvers.py"
+    spec = importlib.util.spec_from_file_location("l1_solvers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _liblinear_l1(X: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    n = len(y)
-    kwargs = dict(
-        C=1.0 / (n * alpha), solver="liblinear", fit_intercept=False, tol=1e-10, max_iter=10000
-    )
-    # scikit-learn 1.8 deprecates penalty="l1" in favour of l1_ratio=1 (same estimator).
-    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
-    if (major, minor) >= (1, 8):
-        kwargs["l1_ratio"] = 1.0
-    else:
-        kwargs["penalty"] = "l1"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return LogisticRegression(**kwargs).fit(X, y).coef_.ravel()
+L1_BENCH = _l1_benchmark()
 
 
 # ----------------------------------------------------------------------------- L2 / weight decay
@@ -219,8 +211,8 @@ def test_fista_reaches_liblinear_l1_logistic_optimum(cancer):
     X, y = cancer
     alpha = 0.01
     n = len(y)
-    w_ref = _liblinear_l1(X, y, alpha)
-    f_ref = _logistic_l1_objective(X, y, w_ref, alpha)
+    w_ref = L1_BENCH.liblinear(X, y, alpha)
+    f_ref = L1_BENCH.objective(X, y, w_ref, alpha)
     lipschitz = np.linalg.eigvalsh(X.T @ X / n).max() / 4.0
     data = (torch.tensor(X), torch.tensor(y).reshape(-1, 1))
     zeros_ref = set(np.flatnonzero(w_ref == 0))
@@ -239,7 +231,7 @@ def test_fista_reaches_liblinear_l1_logistic_optimum(cancer):
             progress=False,
         )
         w = model.weight.detach().numpy().ravel()
-        f = _logistic_l1_objective(X, y, w, alpha)
+        f = L1_BENCH.objective(X, y, w, alpha)
         assert abs(f - f_ref) / f_ref <= 1e-6, (lr, f, f_ref)
         assert set(np.flatnonzero(w == 0)) == zeros_ref, lr  # exact zeros, same support
         assert math.isclose(hist.objective[-1], f, rel_tol=1e-10)
