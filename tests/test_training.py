@@ -6,9 +6,7 @@ loops for SGD and Adam/AdamW, and direct inspection of batches and weights.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from _benchmarks import load_benchmark
 from decaylab._checks import ConvergenceWarning, TheoryWarning
 from decaylab.early_stopping import EarlyStopping
 from decaylab.regularize import L1, L2, ElasticNet
@@ -47,17 +46,9 @@ def cancer():
     return X, y.astype(np.float64)
 
 
-def _l1_benchmark():
-    """benchmarks/l1_solvers.py: the L1 logistic objective and the liblinear reference
-    (shared with the benchmark that compares the L1 solvers)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "l1_solvers.py"
-    spec = importlib.util.spec_from_file_location("l1_solvers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-L1_BENCH = _l1_benchmark()
+# benchmarks/l1_solvers.py: the L1 logistic objective and the liblinear reference (shared with
+# the benchmark that compares the L1 solvers).
+L1_BENCH = load_benchmark("l1_solvers")
 
 
 # ----------------------------------------------------------------------------- L2 / weight decay
