@@ -704,8 +704,8 @@ def _load_more_curated() -> None:
             _m(
                 "curvature",
                 la,
-                "(residuals <= thresh).to(torch.int64)",
-                "(residuals <= 10 * thresh).to(torch.int64)",
+                "        within = residuals <= self.thresholds(vals)",
+                "        within = residuals <= 10 * self.thresholds(vals)",
                 "a pair is certified at tol",
             ),
             _m(
