@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
 
+from _advise_task import tiny as _task
 from decaylab.advise import Protocol
 from decaylab.advise._train import Budget
 from decaylab.advise.grid import grid_point, grid_search, log_grid
 from decaylab.executors import LocalExecutor
-from decaylab.tasks import Task
 
 PROTO = Protocol(optimizer="adam", lr=0.05, steps=40)
 ALPHAS = log_grid(1e-3, 1e-1, 3)
-
-
-def _task() -> Task:
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(60, 4, generator=g, dtype=torch.float64)
-    y = (X[:, 0] + torch.randn(60, generator=g, dtype=torch.float64) > 0).long()
-    return Task(
-        name="tiny",
-        model=lambda: nn.Linear(4, 2).double(),
-        loss_fn=nn.CrossEntropyLoss(),
-        train=(X[:30], y[:30]),
-        val=(X[30:], y[30:]),
-    )
 
 
 def test_local_executor_equals_the_in_process_loop():
