@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,28 @@ def _one_thread():
     with threadpool_limits(limits=1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance (2 CPUs) for the test module that asks for it; yields ``ray``.
+
+    Its workers find decaylab and the tests' point functions (``tests/_ray_points.py``)
+    through ``PYTHONPATH``. Skips the module's Ray tests where Ray is not installed.
+    """
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    tests = Path(__file__).resolve().parent
+    paths = os.pathsep.join([str(tests.parent / "src"), str(tests)])
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": paths}},
+    )
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

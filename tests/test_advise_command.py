@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from decaylab.advise.command import advise_command, read_config
 
-TASK_FILE = """
-import torch
-from torch import nn
-from decaylab.tasks import Task
-
-def tiny():
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(60, 4, generator=g, dtype=torch.float64)
-    y = (X[:, 0] + torch.randn(60, generator=g, dtype=torch.float64) > 0).long()
-    return Task(name="tiny", model=lambda: nn.Linear(4, 2).double(),
-                loss_fn=nn.CrossEntropyLoss(), train=(X[:30], y[:30]), val=(X[30:], y[30:]))
-"""
+TASK_FILE = Path(__file__).with_name("_advise_task.py")
 
 CONFIG = """
 seed = 0
@@ -37,11 +26,9 @@ steps = 30
 
 @pytest.fixture
 def files(tmp_path):
-    task = tmp_path / "task.py"
-    task.write_text(textwrap.dedent(TASK_FILE))
     config = tmp_path / "advise.toml"
     config.write_text(CONFIG)
-    return f"{task}:tiny", config
+    return f"{TASK_FILE}:tiny", config
 
 
 @pytest.mark.filterwarnings("ignore::decaylab.TheoryWarning")

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-import torch
-from torch import nn
 
+from _advise_task import tiny as _task
 from decaylab.advise import Protocol
 from decaylab.advise._train import Budget
 from decaylab.advise.grid import grid_point, grid_search, log_grid
 from decaylab.executors import LocalExecutor
-from decaylab.tasks import Task
 
-HERE = Path(__file__).resolve().parent
 PROTO = Protocol(optimizer="adam", lr=0.05, steps=40)
 ALPHAS = log_grid(1e-3, 1e-1, 3)
-
-
-def _task() -> Task:
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(60, 4, generator=g, dtype=torch.float64)
-    y = (X[:, 0] + torch.randn(60, generator=g, dtype=torch.float64) > 0).long()
-    return Task(
-        name="tiny",
-        model=lambda: nn.Linear(4, 2).double(),
-        loss_fn=nn.CrossEntropyLoss(),
-        train=(X[:30], y[:30]),
-        val=(X[30:], y[30:]),
-    )
 
 
 def test_local_executor_equals_the_in_process_loop():
@@ -45,25 +26,12 @@ def test_local_executor_equals_the_in_process_loop():
     assert 0 < res["compute_seconds"] <= budget.seconds + 1e-9
 
 
-def test_ray_grid_equals_the_local_grid():
-    ray = pytest.importorskip("ray")
+def test_ray_grid_equals_the_local_grid(local_ray):
     from decaylab.executors.ray import RayExecutor
 
-    if ray.is_initialized():
-        ray.shutdown()
-    paths = os.pathsep.join([str(HERE.parent / "src"), str(HERE)])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": paths}},
-    )
-    try:
-        task = _task()
-        local = grid_search(task, PROTO, ALPHAS, executor=LocalExecutor())
-        remote = grid_search(task, PROTO, ALPHAS, executor=RayExecutor())
-    finally:
-        ray.shutdown()
+    task = _task()
+    local = grid_search(task, PROTO, ALPHAS, executor=LocalExecutor())
+    remote = grid_search(task, PROTO, ALPHAS, executor=RayExecutor())
     for key in ("alphas", "val_loss", "train_loss", "val_accuracy", "best_alpha", "grad_evals"):
         assert remote[key] == local[key], key
     assert remote["compute_seconds"] > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import pickle
@@ -30,13 +29,6 @@ from decaylab.regularize import L1, ElasticNet
 from decaylab.training import fit, half_mse
 
 WORKER = Path(__file__).with_name("_train_worker.py")
-
-
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("_train_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------- atomic save
@@ -373,7 +365,8 @@ def test_non_finite_loss_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
-    worker = _load_worker()
+    import _train_worker as worker
+
     ck_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), str(ck_dir), "--sleep", "0.02"],

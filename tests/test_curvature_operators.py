@@ -46,6 +46,14 @@ def mlp_hessian(digits) -> torch.Tensor:
     return independent_hessian(make_mlp(), nn.CrossEntropyLoss(), X, y)
 
 
+@pytest.fixture(scope="module")
+def cnn_hessian(digits) -> torch.Tensor:
+    """Dense float64 Hessian (torch.func.hessian) of make_cnn()'s mean cross-entropy on digits;
+    read-only, shared by every test on that model."""
+    X, y = digits
+    return independent_hessian(make_cnn(), nn.CrossEntropyLoss(), X, y)
+
+
 def make_mlp(seed: int = 0, hidden: int = 4, out: int = 10) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, out))
@@ -181,20 +189,18 @@ def test_hessian_products_match_independent_dense_float64(digits, mlp_hessian, b
         assert torch.allclose(op @ v, H_ref @ v, rtol=0, atol=1e-12 * scale * v.abs().sum())
 
 
-def test_dense_hessian_equals_torch_func_hessian(digits):
+def test_dense_hessian_equals_torch_func_hessian(digits, cnn_hessian):
     X, y = digits
-    model = make_cnn()
-    loss = nn.CrossEntropyLoss()
-    H_ref = independent_hessian(model, loss, X, y)
-    H = dense_hessian(model, loss, unequal_batches(X, y))
+    H_ref = cnn_hessian
+    H = dense_hessian(make_cnn(), nn.CrossEntropyLoss(), unequal_batches(X, y))
     assert H.dtype == torch.float64
     assert torch.allclose(H, H_ref, rtol=0, atol=1e-12 * H_ref.abs().max())
 
 
-def test_float32_products_agree_to_rounding(digits):
+def test_float32_products_agree_to_rounding(digits, cnn_hessian):
     X, y = digits
     model = make_cnn()
-    H_ref = dense_hessian(model, "cross_entropy", (X, y))
+    H_ref = cnn_hessian  # independent of decaylab (torch.func.hessian), float64
     V = torch.randn(H_ref.shape[0], 4)
     for data in [(X, y), DataLoader(TensorDataset(X, y), batch_size=100)]:
         op = HessianOperator(model, nn.CrossEntropyLoss(), data)

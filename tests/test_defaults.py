@@ -215,28 +215,8 @@ def test_eigen_default_tol_is_1e_3():
     assert np.allclose(np.asarray(default.eigenvalues), ref, atol=1e-3 * ref[0])
 
 
-def test_diagonal_standard_error_uses_the_bessel_correction():
-    """std_error = sample std (ddof = 1) / sqrt(m), derived from the estimate itself.
-
-    For H = [[a, b], [b, c]] each Bekas term of entry 0 is a + b s_i with s_i = g_0 g_1 = ±1, so
-    the estimate gives mean(s) = (est_0 - a) / b and the ddof=1 standard error is
-    |b| sqrt((1 - mean(s)^2) / (m - 1)), against |b| sqrt((1 - mean(s)^2) / m) without it.
-    """
-    from decaylab.curvature.stochastic import diagonal
-
-    a, b, c = 2.0, 0.5, 1.0
-    H = torch.tensor([[a, b], [b, c]], dtype=torch.float64)
-    for seed in range(3):
-        m = 10
-        res = diagonal(H, n_matvecs=m, method="bekas", seed=seed)
-        s_bar = (float(res.estimate[0]) - a) / b
-        if abs(s_bar) == 1.0:
-            continue  # all probes alike: both formulas give 0
-        bessel = abs(b) * math.sqrt((1 - s_bar**2) / (m - 1))
-        assert float(res.std_error[0]) == pytest.approx(bessel, rel=1e-10)
-        break
-    else:
-        pytest.fail("every seed drew identical probes")
+# diagonal's Bessel-corrected standard error: tests/test_stochastic.py::
+# test_diagonal_standard_error_uses_bessels_correction.
 
 
 # --------------------------------------------------------------------------- fit's defaults

@@ -7,9 +7,7 @@ and every pair that is not gets ``converged=False`` and a ConvergenceWarning.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ import scipy.sparse.linalg as sla
 import torch
 from torch import nn
 
+from _benchmarks import load_benchmark
 from _spectra import DenseDuckOperator, nn_like, rotated
 from decaylab._checks import ConvergenceWarning
 from decaylab.curvature.lanczos import EigenResult, eigen
@@ -335,17 +334,9 @@ def test_digits_mlp_top10_matches_dense_hessian(digits_mlp) -> None:
 # --------------------------------------------- repeated eigenvalues and completeness
 
 
-def _benchmark_module():
-    """benchmarks/eigen_multiplicity.py: the repeated-spectrum matrices and the MLP with
-    duplicated hidden units (shared with the benchmark that records the product counts)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eigen_multiplicity.py"
-    spec = importlib.util.spec_from_file_location("eigen_multiplicity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _benchmark_module()
+# benchmarks/eigen_multiplicity.py: the repeated-spectrum matrices and the MLP with duplicated
+# hidden units (shared with the benchmark that records the product counts).
+BENCH = load_benchmark("eigen_multiplicity")
 
 
 @pytest.mark.parametrize(("mult", "k"), [(6, 10), (10, 14)])

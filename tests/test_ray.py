@@ -20,27 +20,15 @@ from decaylab import TheoryWarning
 from decaylab.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.filterwarnings("ignore:x is two:decaylab.TheoryWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:x is two:decaylab.TheoryWarning"),
+    pytest.mark.usefixtures("local_ray"),  # one local Ray instance for the module (conftest)
+]
 from decaylab.executors.ray import RayExecutor, import_ray  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _ray_points as points  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_instance():  # noqa: ANN201
-    if ray.is_initialized():
-        ray.shutdown()
-    paths = os.pathsep.join([str(HERE.parent / "src"), str(HERE)])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": paths}},
-    )
-    yield
-    ray.shutdown()
 
 
 def logged_runs(log_dir: Path) -> int:

@@ -294,11 +294,16 @@ def test_diagonal_standard_error_uses_bessels_correction() -> None:
     n (b² - (mean - a)²) / (n - 1); the squared standard error is that over n."""
     a, b, c = 2.0, 0.5, -1.0
     H = np.array([[a, b], [b, c]])
+    mixed = 0
     for n in (3, 4, 7):
         res = diagonal(H, n_matvecs=n, method="bekas", seed=n)
         mean = res.estimate[0].item()
+        k = n * (1 + (mean - a) / b) / 2  # the estimate must come from ± b terms
+        assert k == pytest.approx(round(k), abs=1e-9)
         expected = (b * b - (mean - a) ** 2) / (n - 1)  # without Bessel: / n
         assert res.std_error[0].item() ** 2 == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        mixed += 0 < round(k) < n
+    assert mixed  # a case with both signs, where / (n - 1) and / n differ
 
 
 def test_trace_and_diagonal_defaults() -> None:

@@ -19,7 +19,6 @@ from decaylab.checkpoint import load_checkpoint
 from decaylab.study.config import ConfigError, config_from_dict
 from decaylab.study.run import run_study
 from decaylab.tasks import get_task
-from decaylab.theory import gd_iterate
 
 SMALL = {
     "task": "diabetes",
@@ -84,14 +83,18 @@ def test_l1_against_lasso(study, data):
         assert n_meas == int(np.sum(w == 0))
 
 
-def test_early_stopping_trajectory_is_gd_iterate(study, data):
+def test_early_stopping_trajectory_is_explicit_gradient_descent(study, data):
     res, out = study
     X, y, _ = data
     es = res["early_stopping"]
     cached = load_checkpoint(out / "cache" / "early_stopping.pt")["result"]
     steps = cached["snapshots_steps"].numpy()
-    w_ls = np.linalg.lstsq(X, y, rcond=None)[0]
-    expected = gd_iterate(w_ls, es["lr"], steps, hessian=X.T @ X / len(y), w0=np.zeros(10))
+    # Reference: full-batch gradient descent on ½ mean (y − Xw)² from zero, step by step.
+    w, expected = np.zeros(X.shape[1]), {}
+    for step in range(int(steps.max()) + 1):
+        expected[step] = w
+        w = w - es["lr"] * X.T @ (X @ w - y) / len(y)
+    expected = np.array([expected[int(s)] for s in steps])
     np.testing.assert_allclose(cached["snapshots"].numpy(), expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(
         es["trajectory"]["predicted"], es["trajectory"]["measured"], rtol=1e-8, atol=1e-12

@@ -62,8 +62,9 @@ def test_breast_cancer_is_logistic():
 
 def test_seeded_initialization_is_reproducible():
     task = get_task("digits-mlp")
-    a, b = task.validate(3), task.validate(3)
+    a, b, other = task.validate(3), task.validate(3), task.validate(4)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a[0].weight, other[0].weight)  # the seed is what decides
     assert task.fingerprint(3) == task.fingerprint(3) != task.fingerprint(4)
 
 

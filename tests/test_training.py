@@ -7,17 +7,16 @@ loops for SGD and Adam/AdamW, and direct inspection of batches and weights.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
-import sklearn
 import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from _benchmarks import load_benchmark
 from decaylab._checks import ConvergenceWarning, TheoryWarning
 from decaylab.early_stopping import EarlyStopping
 from decaylab.regularize import L1, L2, ElasticNet
@@ -47,25 +46,9 @@ def cancer():
     return X, y.astype(np.float64)
 
 
-def _logistic_l1_objective(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> float:
-    z = X @ w
-    return float(np.mean(np.logaddexp(0.0, z) - y * z) + alpha * np.abs(w).sum())
-
-
-def _liblinear_l1(X: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    n = len(y)
-    kwargs = dict(
-        C=1.0 / (n * alpha), solver="liblinear", fit_intercept=False, tol=1e-10, max_iter=10000
-    )
-    # scikit-learn 1.8 deprecates penalty="l1" in favour of l1_ratio=1 (same estimator).
-    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
-    if (major, minor) >= (1, 8):
-        kwargs["l1_ratio"] = 1.0
-    else:
-        kwargs["penalty"] = "l1"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return LogisticRegression(**kwargs).fit(X, y).coef_.ravel()
+# benchmarks/l1_solvers.py: the L1 logistic objective and the liblinear reference (shared with
+# the benchmark that compares the L1 solvers).
+L1_BENCH = load_benchmark("l1_solvers")
 
 
 # ----------------------------------------------------------------------------- L2 / weight decay
@@ -219,8 +202,8 @@ def test_fista_reaches_liblinear_l1_logistic_optimum(cancer):
     X, y = cancer
     alpha = 0.01
     n = len(y)
-    w_ref = _liblinear_l1(X, y, alpha)
-    f_ref = _logistic_l1_objective(X, y, w_ref, alpha)
+    w_ref = L1_BENCH.liblinear(X, y, alpha)
+    f_ref = L1_BENCH.objective(X, y, w_ref, alpha)
     lipschitz = np.linalg.eigvalsh(X.T @ X / n).max() / 4.0
     data = (torch.tensor(X), torch.tensor(y).reshape(-1, 1))
     zeros_ref = set(np.flatnonzero(w_ref == 0))
@@ -239,7 +222,7 @@ def test_fista_reaches_liblinear_l1_logistic_optimum(cancer):
             progress=False,
         )
         w = model.weight.detach().numpy().ravel()
-        f = _logistic_l1_objective(X, y, w, alpha)
+        f = L1_BENCH.objective(X, y, w, alpha)
         assert abs(f - f_ref) / f_ref <= 1e-6, (lr, f, f_ref)
         assert set(np.flatnonzero(w == 0)) == zeros_ref, lr  # exact zeros, same support
         assert math.isclose(hist.objective[-1], f, rel_tol=1e-10)

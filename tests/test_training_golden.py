@@ -14,19 +14,14 @@ warning then says that bit-identity was not checked there. To add a machine: run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).with_name("_golden_training.py")
-_spec = importlib.util.spec_from_file_location("_golden_training", _PATH)
-golden = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(golden)
+import _golden_training as golden
 
 RECORDS = {
     path.stem: json.loads(path.read_text())

@@ -183,6 +183,10 @@ def test_data_whose_targets_are_all_ignored_is_refused():
 
 def test_integer_class_labels_as_numpy_keep_their_dtype():
     X, y = _classification(10, 0)
-    hist = fit(_linear(3), nn.CrossEntropyLoss(), (X.numpy(), y.numpy().astype(np.int64)),
-               steps=2, progress=False)  # fmt: skip
-    assert hist.steps_done == 2
+    a, b = _linear(3), _linear(3)
+    ha = fit(a, nn.CrossEntropyLoss(), (X.numpy(), y.numpy().astype(np.int64)),
+             steps=2, progress=False)  # fmt: skip
+    hb = fit(b, nn.CrossEntropyLoss(), (X, y), steps=2, progress=False)
+    # Labels turned into floats would be read as class probabilities (or refused): the same
+    # run as with the integer tensor shows they stayed class indices, -100 still ignored.
+    assert ha.steps_done == 2 and ha == hb and torch.equal(a.weight, b.weight)

@@ -233,11 +233,12 @@ def test_fista_line_search_that_gives_up_warns_and_counts():
         loss.backward()
         return loss
 
-    with pytest.warns(ConvergenceWarning, match="line search"):
+    with pytest.warns(ConvergenceWarning, match="line search .* in 100 trials"):
         opt.step(closure)
     assert opt.line_search_failures == 1
     assert opt.state_dict()["param_groups"][0]["line_search_failures"] == 1
-    assert drifting.calls == 101  # the loss at y, then 100 trials
+    assert drifting.calls == 101  # the loss at y, then 100 trials (MAX_BACKTRACKS)
+    assert opt.param_groups[0]["lr"] == 2.0**-100  # halved (backtrack = 2) at each trial
 
 
 def test_fit_records_fista_line_search_failures_in_history():

@@ -53,7 +53,12 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "training": (
         ["training.py", "training/*.py"],
-        ["tests/test_training*.py", "tests/test_defaults.py", "tests/test_mutants_training.py"],
+        [
+            "tests/test_training*.py",
+            "tests/test_checkpoint.py",
+            "tests/test_defaults.py",
+            "tests/test_mutants_training.py",
+        ],
     ),
     "curvature": (
         ["curvature/*.py"],
@@ -62,7 +67,6 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_eigen.py",
             "tests/test_stochastic.py",
             "tests/test_defaults.py",
-            "tests/test_mutants_curvature.py",
         ],
     ),
 }
@@ -471,7 +475,7 @@ def _load_more_curated() -> None:
             _m(
                 "early_stopping",
                 es,
-                "        ) and not math.isnan(current):",
+                "            and not math.isnan(current)\n        ):",
                 "        ):",
                 "NaN never triggers the stopping threshold",
             ),
@@ -598,9 +602,82 @@ def _load_more_curated() -> None:
                 "DEFAULT_CHECKPOINT_EVERY = 50",
                 "checkpoint every 100 steps by default",
             ),
+            # ---- formerly tests/_mutants_training.py (issue 13 item 8)
+            _m(
+                "training",
+                ev,
+                "        w = weight(loss_fn, yb)",
+                "        w = len(yb)",
+                "recorded loss weights chunks by the loss's normalizer, not the sample count",
+            ),
+            _m(
+                "training",
+                rg,
+                'p.mul_(1.0 - g["lr"] * wd)',
+                "p.mul_(1.0 - wd)",
+                "decoupled decay shrinks by lr * alpha",
+            ),
+            _m(
+                "training",
+                rg,
+                "                group[key] = value",
+                "                pass",
+                "setting alpha reaches the optimizer's groups",
+            ),
+            _m(
+                "training",
+                "training/checkpointing.py",
+                '            state.regularization.load_state_dict(saved["regularization"])',
+                "            pass",
+                "resume restores the saved alpha",
+            ),
+            _m(
+                "training",
+                "training/batches.py",
+                "        if position == 0 or self.perm is None:",
+                "        if self.perm is None:",
+                "mini-batches are reshuffled every epoch",
+            ),
+            _m(
+                "training",
+                "training/run.py",
+                '        if history.stop_reason != "non-finite" and not '
+                "self.regularization.all_finite():",
+                "        if False:",
+                "non-finite final weights are reported",
+            ),
+            _m(
+                "training",
+                "training/run.py",
+                "            history.line_search_failures.append(state.step)",
+                "            pass",
+                "line-search failures are recorded in the history",
+            ),
+            _m(
+                "training",
+                "training/run.py",
+                "        if on_grid or step == config.total_steps or state.stop:",
+                "        if on_grid or state.stop:",
+                "the final step is always evaluated",
+            ),
+            _m(
+                "training",
+                "training/hooks.py",
+                '            group["lr"] = value',
+                "            pass",
+                "setting lr reaches the optimizer's groups",
+            ),
+            _m(
+                "training",
+                "training/config.py",
+                "        _check_no_broadcast(loss_fn, prediction, target, name)",
+                "        pass",
+                "a loss that would broadcast prediction and target is refused",
+            ),
         ]
     )
     la, st, op = "curvature/lanczos.py", "curvature/stochastic.py", "curvature/operators.py"
+    ba = "curvature/batching.py"
     CURATED.extend(
         [
             _m(
@@ -627,8 +704,8 @@ def _load_more_curated() -> None:
             _m(
                 "curvature",
                 la,
-                "(residuals <= thresh).to(torch.int64)",
-                "(residuals <= 10 * thresh).to(torch.int64)",
+                "        within = residuals <= self.thresholds(vals)",
+                "        within = residuals <= 10 * self.thresholds(vals)",
                 "a pair is certified at tol",
             ),
             _m(
@@ -655,24 +732,23 @@ def _load_more_curated() -> None:
             _m(
                 "curvature",
                 op,
-                "        return acc / self._n_total",
+                "        return acc / self._w_total",
                 "        return acc / self.n_batches",
-                "mean over all samples, not per batch",
+                "mean over all samples (total weight), not per batch",
             ),
             _m(
                 "curvature",
-                op,
-                "            acc.add_(term.matmat(V), alpha=self._batch_sizes[index])\n"
-                "            del term",
-                "            acc.add_(term.matmat(V))\n            del term",
-                "batches weighted by size (uncached path)",
+                ba,
+                "            acc.add_(term.matmat(V), alpha=weight)",
+                "            acc.add_(term.matmat(V))",
+                "batches weighted by their weight, e.g. size (uncached path)",
             ),
             _m(
                 "curvature",
-                op,
-                "                acc.add_(term.matmat(V), alpha=self._batch_sizes[index])",
+                ba,
+                "                acc.add_(term.matmat(V), alpha=self._batch_weights[index])",
                 "                acc.add_(term.matmat(V))",
-                "batches weighted by size (cached path)",
+                "batches weighted by their weight, e.g. size (cached path)",
             ),
         ]
     )
