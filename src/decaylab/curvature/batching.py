@@ -264,13 +264,17 @@ class BatchedCurvature:
             )
         return self._convert(X), self._convert(y)
 
-    def _weighted_batches(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, float]]:
-        """``(index, X, y, W_b)`` for every batch that counts (samples, non-zero weight)."""
+    def _counting_batches(self) -> Iterator[tuple[int, Any, float]]:
+        """``(index, raw batch, W_b)`` for every batch that counts (samples, non-zero weight)."""
         for index, batch in enumerate(self._raw_batches()):
-            if self._batch_weights[index] == 0.0:
-                continue
+            if self._batch_weights[index] != 0.0:
+                yield index, batch, self._batch_weights[index]
+
+    def _weighted_batches(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, float]]:
+        """``(index, X, y, W_b)`` for every batch that counts, converted for the products."""
+        for index, batch, weight in self._counting_batches():
             X, y = self._prepare(batch, index)
-            yield index, X, y, self._batch_weights[index]
+            yield index, X, y, weight
 
     # ----------------------------------------------------------------- set-up
 
@@ -408,13 +412,13 @@ class BatchedCurvature:
         acc = torch.zeros_like(V)
         own = backend == self.backend
         if own and len(self._terms) == self._n_counting():
-            for index, term in self._terms.items():
-                acc.add_(term.matmat(V), alpha=self._batch_weights[index])
+            for index, cached in self._terms.items():
+                acc.add_(cached.matmat(V), alpha=self._batch_weights[index])
             return acc
-        for index, X, y, weight in self._weighted_batches():
-            if own and index in self._terms:
-                term = self._terms[index]
-            else:
+        for index, batch, weight in self._counting_batches():
+            term = self._terms.get(index) if own else None
+            if term is None:  # only a batch without a cached term needs its data converted
+                X, y = self._prepare(batch, index)
                 term = self._make_term(backend, X, y, False)
             acc.add_(term.matmat(V), alpha=weight)
             del term
