@@ -60,6 +60,7 @@ from torch import nn
 from decaylab._checks import ConvergenceWarning, TheoryWarning, check_bool, check_scalar
 from decaylab._inputs import as_tensor_pair
 from decaylab.curvature import GGNOperator, HessianOperator, eigen, select_params, trace
+from decaylab.curvature.batching import check_data_container
 from decaylab.theory import effective_parameters
 
 try:
@@ -112,18 +113,15 @@ def preserved_module(model: nn.Module) -> Iterator[None]:
 
 def _check_data(data: Any) -> Any:
     """An ``(X, y)`` pair (tensors or numpy, checked by the shared input layer) or a
-    re-iterable of ``(X, y)`` batches such as a ``DataLoader`` (checked batch by batch later)."""
+    re-iterable of ``(X, y)`` batches such as a ``DataLoader`` (refused here as the
+    operators refuse it; its batches are checked when the operator is built)."""
     if (
         isinstance(data, (tuple, list))
         and len(data) == 2
         and not isinstance(data[0], (tuple, list))
     ):
         return as_tensor_pair(data, "data")
-    if isinstance(data, torch.Tensor) or not hasattr(data, "__iter__") or iter(data) is data:
-        raise ValueError(
-            "data must be an (X, y) pair of tensors or a re-iterable of (X, y) batches "
-            f"(a list or DataLoader), got {type(data).__name__}"
-        )
+    check_data_container(data)
     return data
 
 
