@@ -93,6 +93,8 @@ def _check_square(shape: Any) -> int:
 
 def _dense_from_tensor(A: torch.Tensor) -> LinOp:
     size = _check_square(A.shape)
+    if A.is_complex():  # casting would keep only the real part, with a mere warning
+        raise ValueError(f"op must be a real numeric matrix, got dtype {A.dtype}")
     if not A.is_floating_point():
         A = A.to(torch.float64)
     A = A.detach()
