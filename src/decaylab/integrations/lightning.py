@@ -230,6 +230,9 @@ class CurvatureMonitor(Callback):
         self._last_step = 0
         self._previous: torch.Tensor | None = None
         self._warned: set[str] = set()
+        # The data and the model's determinism are checked by the first operator built; the
+        # later ones skip that (a second pass over a DataLoader and a second forward pass).
+        self._determinism_checked = False
 
     # ------------------------------------------------------------------ hooks
 
@@ -281,7 +284,9 @@ class CurvatureMonitor(Callback):
             params=self.params,
             device=pl_module.device,
             dtype=self.dtype,
+            check_deterministic=not self._determinism_checked,
         )
+        self._determinism_checked = True
         k = min(self.k, operator.num_params)
         v0 = self._previous if self.warm_start else None
         if v0 is not None and v0.shape[0] != operator.num_params:
