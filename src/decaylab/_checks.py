@@ -101,10 +101,11 @@ def check_scalar(
 ) -> float | int:
     """Check a real scalar lies in a range; return it as float (or int)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-            value = value.item()
-        else:
+        # A 0-d array or tensor holds its number; one holding a bool is a flag, refused too.
+        item = value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else None
+        if item is None or isinstance(item, bool):
             raise ValueError(f"{name} must be a real number, got {value!r}")
+        value = item
     if integer and (not float(value).is_integer()):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if not math.isfinite(float(value)):

@@ -39,6 +39,7 @@ __all__ = [
     "as_loss",
     "probe_mean_loss",
     "check_additive",
+    "scalar_loss",
     "batch_weight",
     "known_normalizer",
     "check_target_shape",
@@ -324,14 +325,21 @@ def _probe_rtol(dtype: torch.dtype) -> float:
     return _PROBE_RTOL.get(dtype, _PROBE_RTOL_LOW)
 
 
-def _scalar_loss(
-    loss_fn: LossFn, prediction: torch.Tensor, target: torch.Tensor, name: str
-) -> float:
+def scalar_loss(
+    loss_fn: LossFn, prediction: torch.Tensor, target: torch.Tensor, name: str = "loss_fn"
+) -> torch.Tensor:
+    """``loss_fn(prediction, target)``, refused unless it is a one-element tensor (a mean)."""
     value = loss_fn(prediction, target)
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(f"{name} must return a scalar (the mean loss over the batch), got {got}")
-    return float(value.detach().reshape(()))
+    return value
+
+
+def _scalar_loss(
+    loss_fn: LossFn, prediction: torch.Tensor, target: torch.Tensor, name: str
+) -> float:
+    return float(scalar_loss(loss_fn, prediction, target, name).detach().reshape(()))
 
 
 def _close(a: float, b: float, scale: float, dtype: torch.dtype) -> bool:
@@ -339,7 +347,12 @@ def _close(a: float, b: float, scale: float, dtype: torch.dtype) -> bool:
 
 
 def check_additive(
-    loss_fn: LossFn, prediction: torch.Tensor, target: torch.Tensor, name: str = "loss_fn"
+    loss_fn: LossFn,
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    name: str = "loss_fn",
+    *,
+    mean: float | None = None,
 ) -> None:
     """Check ``W·L = W₁L₁ + W₂L₂`` when the batch is cut in two (at a third and at half).
 
@@ -347,13 +360,17 @@ def check_additive(
     :func:`batch_weight` says; a loss that divides by something else (a callable with
     class weights or an ignored label inside) fails it, and is refused with a message
     that says how to pass it. Cheap: a few loss evaluations on given predictions.
+    ``mean``: ``L``, the loss on the whole batch, when the caller has it already.
     """
     n = prediction.shape[0] if prediction.ndim else 0
     if n < 2 or target.ndim == 0 or target.shape[0] != n:
         return
     with torch.no_grad():
         total = batch_weight(loss_fn, target)
-        whole = _weighted(loss_fn, prediction, target, total, name)
+        if mean is None or total == 0.0:
+            whole = _weighted(loss_fn, prediction, target, total, name)
+        else:
+            whole = total * mean
         if not math.isfinite(whole):
             return  # a non-finite loss is the caller's to report
         for cut in sorted({max(1, n // 3), n // 2}):
@@ -382,20 +399,26 @@ def _weighted(
 
 
 def probe_mean_loss(
-    loss_fn: LossFn, prediction: torch.Tensor, target: torch.Tensor, name: str = "loss_fn"
+    loss_fn: LossFn,
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    name: str = "loss_fn",
+    *,
+    mean: float | None = None,
 ) -> None:
     """Check once, cheaply, that ``loss_fn`` returns the batch **mean**.
 
     A mean is unchanged when every sample is duplicated; a sum doubles. A sum (or any
     other scaling with the batch size) is refused with a message that says to divide by
     the count. Then :func:`check_additive` checks the normalizer. ``prediction`` is the
-    model's output on a batch (detached here).
+    model's output on a batch (detached here); ``mean``, the loss on it when the caller
+    has it already.
     """
     prediction = prediction.detach()
     if prediction.ndim == 0 or target.ndim == 0:
         return
     with torch.no_grad():
-        once = _scalar_loss(loss_fn, prediction, target, name)
+        once = _scalar_loss(loss_fn, prediction, target, name) if mean is None else mean
         twice = _scalar_loss(
             loss_fn, torch.cat([prediction, prediction]), torch.cat([target, target]), name
         )
@@ -406,7 +429,7 @@ def probe_mean_loss(
             f"changed its value from {once:.6g} to {twice:.6g} (a mean stays the same). "
             "Divide by the number of samples (reduction='mean' for torch losses)"
         )
-    check_additive(loss_fn, prediction, target, name)
+    check_additive(loss_fn, prediction, target, name, mean=once)
 
 
 def loss_to(loss_fn: LossFn, *, dtype: torch.dtype | None = None, device: Any = None) -> LossFn:

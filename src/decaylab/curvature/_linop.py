@@ -91,25 +91,36 @@ def _check_square(shape: Any) -> int:
     return shape[0]
 
 
-def _dense_from_tensor(A: torch.Tensor) -> LinOp:
+def dense_linop(A: torch.Tensor, *, symmetric: bool = True) -> LinOp:
+    """A dense real matrix as a :class:`LinOp` in its own float dtype (integers: float64).
+
+    Refused: not square, complex, not finite, and (``symmetric``) not symmetric.
+    """
     size = _check_square(A.shape)
+    if A.is_complex():  # casting would keep only the real part, with a mere warning
+        raise ValueError(f"op must be a real numeric matrix, got dtype {A.dtype}")
     if not A.is_floating_point():
         A = A.to(torch.float64)
     A = A.detach()
     if not bool(torch.isfinite(A).all()):
         raise ValueError("op must be finite, got NaN or inf in the matrix")
-    scale = float(A.abs().max())
-    asym = float((A - A.T).abs().max())
-    if asym > _SYMMETRY_SLACK * torch.finfo(A.dtype).eps * max(scale, np.finfo(float).tiny):
-        raise ValueError(
-            f"op must be symmetric, got max|A - A^T| = {asym:.3g} for max|A| = {scale:.3g}"
-        )
+    if symmetric:
+        _check_symmetric(A)
     dtype = A.dtype
 
     def apply(V: torch.Tensor) -> torch.Tensor:
         return A @ V.to(dtype)
 
     return LinOp(apply, size, dtype, A.device, known_arithmetic=True)
+
+
+def _check_symmetric(A: torch.Tensor) -> None:
+    scale = float(A.abs().max())
+    asym = float((A - A.T).abs().max())
+    if asym > _SYMMETRY_SLACK * torch.finfo(A.dtype).eps * max(scale, np.finfo(float).tiny):
+        raise ValueError(
+            f"op must be symmetric, got max|A - A^T| = {asym:.3g} for max|A| = {scale:.3g}"
+        )
 
 
 def _from_scipy(op: Any, known_arithmetic: bool) -> LinOp:
@@ -144,14 +155,14 @@ def as_linop(op: Any) -> LinOp:
     if isinstance(op, torch.Tensor):
         if op.ndim != 2:
             raise ValueError(f"op must be a square (P, P) matrix, got shape {tuple(op.shape)}")
-        return _dense_from_tensor(op)
+        return dense_linop(op)
     if isinstance(op, np.ndarray):
         if op.ndim != 2:
             raise ValueError(f"op must be a square (P, P) matrix, got shape {op.shape}")
         if op.dtype.kind not in "fiub":
             raise ValueError(f"op must be a real numeric matrix, got dtype {op.dtype}")
         array = op if op.dtype in (np.float32, np.float64) else op.astype(np.float64)
-        return _dense_from_tensor(torch.from_numpy(np.ascontiguousarray(array)))
+        return dense_linop(torch.from_numpy(np.ascontiguousarray(array)))
     # scipy objects first: a scipy LinearOperator also has matmat and shape, but takes numpy.
     import scipy.sparse as sparse  # a hard dependency; imported late to keep import time low
     from scipy.sparse.linalg import LinearOperator

@@ -95,6 +95,18 @@ class _Term:
         return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
 
 
+def _kept_vjp(output: torch.Tensor, inputs: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+    """``(∂output/∂inputs)ᵀ cotangent`` through a kept graph (kept for the next product);
+    zero where ``output`` does not depend on ``inputs`` (a part of zero curvature)."""
+    if not output.requires_grad:
+        return torch.zeros_like(cotangent)
+    with torch.enable_grad():
+        (out,) = torch.autograd.grad(
+            output, inputs, grad_outputs=cotangent, retain_graph=True, allow_unused=True
+        )
+    return torch.zeros_like(cotangent) if out is None else out.detach()
+
+
 class _HessLinearized(_Term):
     cached = True
 
@@ -129,13 +141,7 @@ class _HessRevRev(_Term):
             (self._g,) = torch.autograd.grad(loss, self._w, create_graph=True)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        if not self._g.requires_grad:  # gradient does not depend on w: zero curvature
-            return torch.zeros_like(v)
-        with torch.enable_grad():
-            (hv,) = torch.autograd.grad(
-                self._g, self._w, grad_outputs=v, retain_graph=True, allow_unused=True
-            )
-        return torch.zeros_like(v) if hv is None else hv.detach()
+        return _kept_vjp(self._g, self._w, v)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         if not (self._use_vmap and V.shape[1] > 1 and self._g.requires_grad):
@@ -232,17 +238,7 @@ class _GGNRevRev(_Term):
             (u,) = torch.autograd.grad(
                 self._jt_dummy, self._dummy, grad_outputs=v, retain_graph=True
             )
-            if self._loss_grad.requires_grad:
-                (h,) = torch.autograd.grad(
-                    self._loss_grad,
-                    self._f_leaf,
-                    grad_outputs=u,
-                    retain_graph=True,
-                    allow_unused=True,
-                )
-                h = torch.zeros_like(u) if h is None else h
-            else:
-                h = torch.zeros_like(u)
+            h = _kept_vjp(self._loss_grad, self._f_leaf, u)  # the output Hessian times J v
             (out,) = torch.autograd.grad(self._f, self._w, grad_outputs=h, retain_graph=True)
         return out.detach()
 

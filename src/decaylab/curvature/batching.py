@@ -98,72 +98,95 @@ def available_bytes(device: torch.device) -> float:
 
 def reachable_tensor_bytes(root: Any, max_depth: int = 12) -> int:
     """Bytes of distinct tensor storages reachable from closures, partials and modules."""
-    seen_obj: set[int] = set()
-    seen_storage: set[tuple[str, int]] = set()
-    total = 0
+    walk = _StorageWalk(max_depth)
+    walk.visit(root, 0)
+    return walk.total
 
-    def visit(obj: Any, depth: int) -> None:
-        nonlocal total
-        if depth > max_depth or id(obj) in seen_obj:
+
+class _StorageWalk:
+    """The walk behind :func:`reachable_tensor_bytes`: every object and autograd node is
+    visited once, every storage counted once."""
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self.seen: set[int] = set()  # ids of the objects and graph nodes visited
+        self.storages: set[tuple[str, int]] = set()
+        self.total = 0
+
+    def visit(self, obj: Any, depth: int) -> None:
+        if depth > self.max_depth or id(obj) in self.seen:
             return
-        seen_obj.add(id(obj))
+        self.seen.add(id(obj))
         if isinstance(obj, torch.Tensor):
-            if obj.grad_fn is not None:
-                visit_graph(obj.grad_fn)
-            try:
-                storage = obj.untyped_storage()
-                key = (str(obj.device), storage.data_ptr())
-                if key not in seen_storage:
-                    seen_storage.add(key)
-                    total += storage.nbytes()
-            except (RuntimeError, NotImplementedError):
-                total += obj.numel() * obj.element_size()
+            self._count(obj)
             return
-        if isinstance(obj, (list, tuple, set, frozenset)):
-            for item in obj:
-                visit(item, depth + 1)
-        elif isinstance(obj, dict):
-            for item in obj.values():
-                visit(item, depth + 1)
-        elif isinstance(obj, partial):
-            visit(obj.func, depth + 1)
-            visit(obj.args, depth + 1)
-            visit(obj.keywords, depth + 1)
-        elif isinstance(obj, types.FunctionType):
-            for cell in obj.__closure__ or ():
-                try:
-                    visit(cell.cell_contents, depth + 1)
-                except ValueError:
-                    pass
-        elif isinstance(obj, types.MethodType):
-            visit(obj.__self__, depth + 1)
-        elif isinstance(obj, (nn.Module, _Term)):
-            visit(obj.__dict__, depth + 1)
+        for child in _children(obj):
+            self.visit(child, depth + 1)
 
-    def visit_graph(node: Any) -> None:
+    def _count(self, tensor: torch.Tensor) -> None:
+        if tensor.grad_fn is not None:
+            self._visit_graph(tensor.grad_fn)
+        try:
+            storage = tensor.untyped_storage()
+            key = (str(tensor.device), storage.data_ptr())
+            if key not in self.storages:
+                self.storages.add(key)
+                self.total += storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            self.total += tensor.numel() * tensor.element_size()
+
+    def _visit_graph(self, node: Any) -> None:
         # Tensors an autograd graph saved for its backward (a cached double-backward term).
         stack = [node]
         while stack:
             current = stack.pop()
-            if current is None or id(current) in seen_obj:
+            if current is None or id(current) in self.seen:
                 continue
-            seen_obj.add(id(current))
-            for attr in dir(current):
-                if attr.startswith("_saved_"):
-                    try:
-                        value = getattr(current, attr)
-                    except RuntimeError:  # freed or not accessible
-                        continue
-                    if isinstance(value, torch.Tensor):
-                        visit(value, 0)
-                    elif isinstance(value, (tuple, list)):
-                        for item in value:
-                            if isinstance(item, torch.Tensor):
-                                visit(item, 0)
+            self.seen.add(id(current))
+            for saved in _saved_tensors(current):
+                self.visit(saved, 0)
             stack.extend(fn for fn, _ in getattr(current, "next_functions", ()))
 
-    visit(root, 0)
-    return total
+
+def _children(obj: Any) -> Iterable[Any]:
+    """What :class:`_StorageWalk` looks into: containers, partials, closures, bound
+    methods, modules and terms (in a fixed order: the depth bound makes order matter)."""
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return obj
+    if isinstance(obj, dict):
+        return obj.values()
+    if isinstance(obj, partial):
+        return (obj.func, obj.args, obj.keywords)
+    if isinstance(obj, types.FunctionType):
+        return _closure_contents(obj)
+    if isinstance(obj, types.MethodType):
+        return (obj.__self__,)
+    if isinstance(obj, (nn.Module, _Term)):
+        return (obj.__dict__,)
+    return ()
+
+
+def _closure_contents(fn: types.FunctionType) -> Iterator[Any]:
+    for cell in fn.__closure__ or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        yield contents
+
+
+def _saved_tensors(node: Any) -> Iterator[torch.Tensor]:
+    for attr in dir(node):
+        if not attr.startswith("_saved_"):
+            continue
+        try:
+            value = getattr(node, attr)
+        except RuntimeError:  # freed or not accessible
+            continue
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            yield from (item for item in value if isinstance(item, torch.Tensor))
 
 
 class BatchedCurvature:
@@ -241,13 +264,17 @@ class BatchedCurvature:
             )
         return self._convert(X), self._convert(y)
 
-    def _weighted_batches(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, float]]:
-        """``(index, X, y, W_b)`` for every batch that counts (samples, non-zero weight)."""
+    def _counting_batches(self) -> Iterator[tuple[int, Any, float]]:
+        """``(index, raw batch, W_b)`` for every batch that counts (samples, non-zero weight)."""
         for index, batch in enumerate(self._raw_batches()):
-            if self._batch_weights[index] == 0.0:
-                continue
+            if self._batch_weights[index] != 0.0:
+                yield index, batch, self._batch_weights[index]
+
+    def _weighted_batches(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, float]]:
+        """``(index, X, y, W_b)`` for every batch that counts, converted for the products."""
+        for index, batch, weight in self._counting_batches():
             X, y = self._prepare(batch, index)
-            yield index, X, y, self._batch_weights[index]
+            yield index, X, y, weight
 
     # ----------------------------------------------------------------- set-up
 
@@ -385,13 +412,13 @@ class BatchedCurvature:
         acc = torch.zeros_like(V)
         own = backend == self.backend
         if own and len(self._terms) == self._n_counting():
-            for index, term in self._terms.items():
-                acc.add_(term.matmat(V), alpha=self._batch_weights[index])
+            for index, cached in self._terms.items():
+                acc.add_(cached.matmat(V), alpha=self._batch_weights[index])
             return acc
-        for index, X, y, weight in self._weighted_batches():
-            if own and index in self._terms:
-                term = self._terms[index]
-            else:
+        for index, batch, weight in self._counting_batches():
+            term = self._terms.get(index) if own else None
+            if term is None:  # only a batch without a cached term needs its data converted
+                X, y = self._prepare(batch, index)
                 term = self._make_term(backend, X, y, False)
             acc.add_(term.matmat(V), alpha=weight)
             del term

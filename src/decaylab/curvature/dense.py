@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import grad, jvp, vmap
 
 from decaylab._checks import check_scalar
+from decaylab.curvature._params import select_params
 from decaylab.curvature.backends import quiet_torch_internals
 from decaylab.curvature.distributed import all_reduce_sum
 from decaylab.curvature.operators import GGNOperator, HessianOperator
@@ -18,8 +19,10 @@ __all__ = ["dense_hessian", "dense_ggn", "DEFAULT_MAX_PARAMS"]
 DEFAULT_MAX_PARAMS = 10_000
 
 
-def _check_size(num_params: int, max_params: Any) -> None:
+def _check_size(model: nn.Module, params: Any, max_params: Any) -> None:
+    """Refuse a matrix over ``max_params`` before the operator passes over the data."""
     max_params = int(check_scalar(max_params, "max_params", low=1, integer=True))
+    num_params = sum(t.numel() for t in select_params(model, params)[1])
     if num_params > max_params:
         raise ValueError(
             f"max_params={max_params} is below the number of parameters P={num_params}: the dense "
@@ -79,6 +82,7 @@ def dense_hessian(
     True
     """
     column_chunk = int(check_scalar(column_chunk, "column_chunk", low=1, integer=True))
+    _check_size(model, params, max_params)
     op = HessianOperator(
         model,
         loss_fn,
@@ -89,7 +93,6 @@ def dense_hessian(
         backend="fwd_rev",
         max_cached_batches=0,
     )
-    _check_size(op.num_params, max_params)
     P = op.num_params
     total = torch.zeros(P, P, dtype=dtype, device=op.device)
     eye = torch.eye(P, dtype=dtype, device=op.device)
@@ -155,7 +158,7 @@ def dense_ggn(
     >>> bool(torch.allclose(G, dense_hessian(torch.nn.Linear(2, 1), "half_mse", (X, y))))
     True
     """
+    _check_size(model, params, max_params)
     op = GGNOperator(model, loss_fn, data, params=params, dtype=dtype, device=device)
-    _check_size(op.num_params, max_params)
     G = op.to_dense(max_params=op.num_params)
     return 0.5 * (G + G.T)

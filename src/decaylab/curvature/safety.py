@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from decaylab._inputs import check_additive, check_target_shape, probe_mean_loss
+from decaylab._inputs import check_additive, check_target_shape, probe_mean_loss, scalar_loss
 
 __all__ = [
     "check_train_mode",
@@ -55,16 +55,6 @@ def check_train_mode(model: nn.Module) -> None:
         )
 
 
-def _scalar_loss(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    loss = loss_fn(out, y)
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise ValueError(
-            f"loss_fn must return a scalar (the mean loss over the batch), got {shape}"
-        )
-    return loss
-
-
 def check_batch_loss(
     forward: Callable[[torch.Tensor], Any],
     loss_fn: Callable,
@@ -88,13 +78,15 @@ def check_batch_loss(
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"model must return a tensor, got {type(out).__name__}")
         check_target_shape(out, y, f"data: batch {index}", loss_fn=loss_fn)
-        loss = _scalar_loss(loss_fn, out, y)
+        loss = scalar_loss(loss_fn, out, y)
         if not torch.isfinite(loss):
             raise ValueError(f"loss_fn is not finite on data batch {index}: {loss.item()!r}")
+        # The probes reuse this loss rather than evaluate it again.
+        mean = float(loss.detach().reshape(()))
         if first:
-            probe_mean_loss(loss_fn, out, y)
+            probe_mean_loss(loss_fn, out, y, mean=mean)
         else:
-            check_additive(loss_fn, out, y)
+            check_additive(loss_fn, out, y, mean=mean)
         if twice:
             again = loss_fn(forward(X), y)
             if not torch.allclose(loss, again, rtol=1e-5, atol=0.0):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from decaylab._checks import ConvergenceWarning, as_float64, check_scalar
-from decaylab.curvature._linop import LinOp, as_linop, rademacher, random_generator
+from decaylab.curvature._linop import LinOp, as_linop, dense_linop, rademacher, random_generator
 
 __all__ = [
     "TraceResult",
@@ -71,16 +71,7 @@ def _square_linop(op: Any) -> LinOp:
         raise ValueError(f"op must be a square (P, P) matrix, got shape {tuple(A.shape)}")
     if A.is_complex():
         raise ValueError(f"op must be a real numeric matrix, got dtype {op.dtype}")
-    if not A.is_floating_point():
-        A = A.to(torch.float64)
-    if not bool(torch.isfinite(A).all()):
-        raise ValueError("op must be finite, got NaN or inf in the matrix")
-    dtype = A.dtype
-
-    def apply(V: torch.Tensor) -> torch.Tensor:
-        return A @ V.to(dtype)
-
-    return LinOp(apply, A.shape[0], dtype, A.device, known_arithmetic=True)
+    return dense_linop(A, symmetric=False)
 
 
 def _too_few_probes(what: str, n_probe: int, n_matvecs: int) -> None:

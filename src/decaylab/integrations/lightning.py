@@ -60,6 +60,7 @@ from torch import nn
 from decaylab._checks import ConvergenceWarning, TheoryWarning, check_bool, check_scalar
 from decaylab._inputs import as_tensor_pair
 from decaylab.curvature import GGNOperator, HessianOperator, eigen, select_params, trace
+from decaylab.curvature.batching import check_data_container
 from decaylab.theory import effective_parameters
 
 try:
@@ -112,18 +113,15 @@ def preserved_module(model: nn.Module) -> Iterator[None]:
 
 def _check_data(data: Any) -> Any:
     """An ``(X, y)`` pair (tensors or numpy, checked by the shared input layer) or a
-    re-iterable of ``(X, y)`` batches such as a ``DataLoader`` (checked batch by batch later)."""
+    re-iterable of ``(X, y)`` batches such as a ``DataLoader`` (refused here as the
+    operators refuse it; its batches are checked when the operator is built)."""
     if (
         isinstance(data, (tuple, list))
         and len(data) == 2
         and not isinstance(data[0], (tuple, list))
     ):
         return as_tensor_pair(data, "data")
-    if isinstance(data, torch.Tensor) or not hasattr(data, "__iter__") or iter(data) is data:
-        raise ValueError(
-            "data must be an (X, y) pair of tensors or a re-iterable of (X, y) batches "
-            f"(a list or DataLoader), got {type(data).__name__}"
-        )
+    check_data_container(data)
     return data
 
 
@@ -232,6 +230,9 @@ class CurvatureMonitor(Callback):
         self._last_step = 0
         self._previous: torch.Tensor | None = None
         self._warned: set[str] = set()
+        # The data and the model's determinism are checked by the first operator built; the
+        # later ones skip that (a second pass over a DataLoader and a second forward pass).
+        self._determinism_checked = False
 
     # ------------------------------------------------------------------ hooks
 
@@ -283,7 +284,9 @@ class CurvatureMonitor(Callback):
             params=self.params,
             device=pl_module.device,
             dtype=self.dtype,
+            check_deterministic=not self._determinism_checked,
         )
+        self._determinism_checked = True
         k = min(self.k, operator.num_params)
         v0 = self._previous if self.warm_start else None
         if v0 is not None and v0.shape[0] != operator.num_params:

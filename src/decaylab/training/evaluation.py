@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -61,6 +61,7 @@ def mean_loss(
     y: torch.Tensor,
     chunk: int,
     weight: WeightFn = sample_count,
+    weights: Sequence[float] | None = None,
 ) -> float:
     r"""The loss of the whole set ``(X, y)`` as one call of ``loss_fn`` would give it.
 
@@ -68,7 +69,8 @@ def mean_loss(
     ``Σ_b w_b·ℓ_b / Σ_b w_b``, with ``ℓ_b`` the chunk's mean loss and ``w_b = weight(loss_fn,
     y_b)`` the normalizer ``loss_fn``'s mean divided it by (``N_b`` for a per-sample mean; the
     summed class weights of the non-ignored targets for a weighted / ``ignore_index``
-    cross-entropy). A chunk with ``w_b = 0`` (every target ignored) adds nothing.
+    cross-entropy). A chunk with ``w_b = 0`` (every target ignored) adds nothing. ``weights``:
+    the ``w_b`` when the caller has them already (:func:`chunk_weights`).
 
     Examples
     --------
@@ -81,16 +83,24 @@ def mean_loss(
     n = len(X)
     if chunk >= n:
         return float(checked_loss(loss_fn(model(X), y)))
+    if weights is None:
+        weights = chunk_weights(loss_fn, y, chunk, weight)
     total = 0.0
     total_weight: float = 0
-    for start in range(0, n, chunk):
-        xb, yb = X[start : start + chunk], y[start : start + chunk]
-        w = weight(loss_fn, yb)
+    for start, w in zip(range(0, n, chunk), weights, strict=False):
         if w == 0:
             continue
+        xb, yb = X[start : start + chunk], y[start : start + chunk]
         total += float(checked_loss(loss_fn(model(xb), yb))) * w
         total_weight += w
     return total / total_weight
+
+
+def chunk_weights(
+    loss_fn: LossFn, y: torch.Tensor, chunk: int, weight: WeightFn = sample_count
+) -> list[float]:
+    """``weight(loss_fn, y_b)`` of every chunk of ``chunk`` targets, as :func:`mean_loss` uses."""
+    return [weight(loss_fn, y[start : start + chunk]) for start in range(0, len(y), chunk)]
 
 
 class Evaluator:
@@ -116,9 +126,16 @@ class Evaluator:
         self.weight = weight
         self.chunk = len(train[0]) if batch_size is None else batch_size
         self.val_chunk = None if val is None else (self.chunk if batch_size else len(val[0]))
+        # The chunks' normalizers depend on the data only: computed here, not per measure.
+        self.train_weights = chunk_weights(loss_fn, train[1], self.chunk, weight)
+        self.val_weights = None
+        if val is not None and self.val_chunk is not None:
+            self.val_weights = chunk_weights(loss_fn, val[1], self.val_chunk, weight)
 
-    def _loss(self, data: tuple[torch.Tensor, torch.Tensor], chunk: int) -> float:
-        return mean_loss(self.model, self.loss_fn, data[0], data[1], chunk, self.weight)
+    def _loss(
+        self, data: tuple[torch.Tensor, torch.Tensor], chunk: int, weights: list[float] | None
+    ) -> float:
+        return mean_loss(self.model, self.loss_fn, data[0], data[1], chunk, weights=weights)
 
     def measure(self) -> dict[str, float]:
         """``{"train_loss", "objective"[, "val_loss"]}`` at the model's weights now."""
@@ -126,11 +143,11 @@ class Evaluator:
         self.model.eval()
         try:
             with torch.no_grad():
-                train = self._loss(self.train, self.chunk)
+                train = self._loss(self.train, self.chunk, self.train_weights)
                 out = {"train_loss": train, "objective": train + self.regularization.value()}
                 if self.val is not None:
                     assert self.val_chunk is not None
-                    out["val_loss"] = self._loss(self.val, self.val_chunk)
+                    out["val_loss"] = self._loss(self.val, self.val_chunk, self.val_weights)
         finally:
             self.model.train(was_training)
         return out

@@ -99,9 +99,11 @@ class Run:
         """The next step's batch objective: mean data loss plus the regularizer's loss term."""
         xb, yb = self.batches.batch(self.state.step)
         model, loss_fn = self.config.model, self.config.loss_fn
+        # Once per batch, not per call: FISTA's line search calls the objective repeatedly.
+        all_ignored = self.weight(loss_fn, yb) == 0
 
         def batch_objective() -> torch.Tensor:
-            if self.weight(loss_fn, yb) == 0:
+            if all_ignored:
                 # Every target ignored: torch's mean is 0/0; the batch adds no data gradient.
                 loss = sum((p * 0).sum() for p in self.regularization.trainable)
                 loss = torch.as_tensor(loss)
