@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from decaylab._checks import ConvergenceWarning
 from decaylab.bayes import GGNSpectrum, ggn_spectrum
+from decaylab.bayes_groups import MAX_GROUP_PARAMS, evidence_groups_fixed_point, grouped_ggn
 
-__all__ = ["spectrum_of", "evidence_fixed_point"]
+__all__ = ["spectrum_of", "evidence_fixed_point", "per_group_alpha"]
 
 DENSE_LIMIT = 1500
 
@@ -22,9 +27,7 @@ def spectrum_of(
     n_decayed = sum(p.numel() for p in trainer.decayed)
     if structure == "auto":
         structure = "full" if n_decayed <= DENSE_LIMIT else "topk"
-    was = trainer.model.training
-    trainer.model.eval()
-    try:
+    with _evaluating(trainer.model):
         spec = ggn_spectrum(
             trainer.model,
             trainer.loss_fn,
@@ -34,10 +37,56 @@ def spectrum_of(
             k=min(k, n_decayed),
             n_matvecs=n_matvecs,
         )
-    finally:
-        trainer.model.train(was)
     budget.add_products(n_decayed if structure == "full" else 3 * k + n_matvecs)
     return spec
+
+
+@contextlib.contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """The model in eval mode (curvature of the deterministic network), restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def per_group_alpha(trainer: Any, budget: Any, *, low: float, high: float) -> dict[str, Any]:
+    """Report only: the evidence-optimal α of each decayed tensor at the trainer's weights
+    (:mod:`decaylab.bayes_groups`, dense GGN, clipped to ``[low, high]``), from the trainer's α.
+
+    Returns ``alpha_per_group`` (name → α, None above
+    :data:`~decaylab.bayes_groups.MAX_GROUP_PARAMS` decayed parameters),
+    ``per_group_converged`` and ``per_group_note`` (why it is missing or unconverged, else None).
+    """
+    n_decayed = sum(p.numel() for p in trainer.decayed)
+    if n_decayed > MAX_GROUP_PARAMS:
+        return {
+            "alpha_per_group": None,
+            "per_group_converged": False,
+            "per_group_note": (
+                f"the per-group evidence needs the dense GGN; {n_decayed} decayed parameters is "
+                f"above its limit of {MAX_GROUP_PARAMS}, so no α per group was computed"
+            ),
+        }
+    with _evaluating(trainer.model):
+        ggn = grouped_ggn(trainer.model, trainer.loss_fn, (trainer.X, trainer.y))
+    budget.add_products(n_decayed)
+    # β = 1 for half_mse too, as evidence_fixed_point takes it: tied groups give the scalar α.
+    beta = None if ggn.likelihood == "classification" else 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as a note instead
+        res = evidence_groups_fixed_point(
+            ggn, trainer.alpha, alpha_range=(low, high), noise_precision=beta, tol=1e-6
+        )
+    return {
+        "alpha_per_group": res.alpha,
+        "per_group_converged": res.converged,
+        "per_group_note": None
+        if res.converged
+        else f"the per-group evidence fixed point did not converge in {res.n_iter} iterations",
+    }
 
 
 def evidence_fixed_point(

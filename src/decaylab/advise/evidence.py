@@ -6,6 +6,10 @@ the GGN spectrum of the decayed weights is computed and
 those weights, iterated on the fixed spectrum) takes effect for the next steps. At the end
 the log evidence over the whole range is recorded from the final weights' spectrum, and
 one full-protocol training at the final α gives the advised model.
+
+With ``per_group=True`` the evidence-optimal α of each decayed weight tensor at the final
+weights is reported as well (:func:`~decaylab.advise._spectrum.per_group_alpha`); it is not
+applied: the training and the advised α stay those of the single α.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from decaylab._checks import check_bool
 from decaylab.advise._online import run_online
-from decaylab.advise._spectrum import evidence_fixed_point, spectrum_of
+from decaylab.advise._spectrum import evidence_fixed_point, per_group_alpha, spectrum_of
 from decaylab.advise._train import Budget, Protocol
 from decaylab.advise.grid import log_grid
 from decaylab.bayes import log_evidence_from_spectrum
@@ -33,9 +38,12 @@ def evidence_search(
     alpha0: float | None = None,
     updates: int = 6,
     structure: str = "auto",
+    per_group: bool = False,
 ) -> dict[str, Any]:
     """Run the online evidence maximization; ``alpha0`` defaults to the range's geometric
-    middle. Returns the final α, its trajectory, the evidence curve and ``γ``."""
+    middle. Returns the final α, its trajectory, the evidence curve and ``γ``; with
+    ``per_group`` also ``alpha_per_group`` (report only, see the module docstring)."""
+    per_group = check_bool(per_group, "per_group")
     low, high = alpha_range
     alpha = alpha0 if alpha0 is not None else math.sqrt(low * high)
     trace: list[float] = []
@@ -56,7 +64,7 @@ def evidence_search(
     change, fp_ok = state["change"], state["fp_ok"]
     curve_alpha = log_grid(low, high, 41)
     log_ev = log_evidence_from_spectrum(spec, curve_alpha)
-    return {
+    result = {
         "alpha": view.alpha,
         "step": view.update_steps,
         "alpha_trace": trace,
@@ -69,3 +77,6 @@ def evidence_search(
         "last_change": change,
         "fixed_point_converged": fp_ok,
     }
+    if per_group:
+        result.update(per_group_alpha(view, budget, low=low, high=high))
+    return result

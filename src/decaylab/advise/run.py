@@ -243,6 +243,14 @@ def _curves_and_messages(method: str, res: dict, proto: Protocol) -> tuple[dict,
                 "the evidence used the top-k GGN eigenvalues plus the trace "
                 "remainder (an approximation that errs low), not the dense GGN"
             )
+        msgs.append(res.get("per_group_note"))
+        per_group = res.get("alpha_per_group")
+        if per_group and max(per_group.values()) > 10 * min(per_group.values()):
+            listed = ", ".join(f"{name}: {a:.3g}" for name, a in per_group.items())
+            msgs.append(
+                f"the layers' evidence-optimal α differ by more than 10× ({listed}); the "
+                "single α is a compromise between layers that want different decay"
+            )
         return curves, msgs
     curves.update(val_loss_trace=res["val_loss_trace"], hypergradient=res["hypergradient"])
     msgs = [
