@@ -408,3 +408,26 @@ def test_package_is_callable_and_lazy_names():
     assert decaylab.advise.advise is advise
     assert callable(decaylab.advise)
     assert decaylab.Advice is Advice
+
+
+def test_evidence_fixed_point_on_linear_regression_is_evidence_ridge():
+    """At evidence_ridge's weights (whose α matches scikit-learn's BayesianRidge, test_bayes),
+    the advisor's fixed point with β maximized out returns evidence_ridge's α; with β = 1
+    (the earlier update) it did not (the noise precision here is about 11)."""
+    from decaylab.advise._spectrum import evidence_fixed_point
+    from decaylab.bayes import evidence_ridge, ggn_spectrum
+    from decaylab.training import half_mse
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = X @ np.array([0.5, -0.3, 0.0, 0.2]) + 0.3 * rng.normal(size=60)
+    # No intercept: a bias held fixed would see the uncentred X^T X, evidence_ridge the centred.
+    ref = evidence_ridge(X, y, fit_intercept=False)
+    model = nn.Linear(4, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.as_tensor(ref.coef)[None])
+    data = (torch.as_tensor(X), torch.as_tensor(y)[:, None])
+    spec = ggn_spectrum(model, half_mse, data)
+    alpha, ok = evidence_fixed_point(spec, 1e-2, low=1e-8, high=1e2, tol=1e-12)
+    assert ok and ref.noise_precision > 5
+    assert alpha == pytest.approx(ref.alpha, rel=1e-6)

@@ -79,8 +79,8 @@ def test_one_group_regression_matches_the_spectrum_with_and_without_beta():
     for beta in (None, 4.0):
         got = log_evidence_groups(ggn, [0.02], beta)
         assert got == pytest.approx(float(log_evidence_from_spectrum(spec, 0.02, beta)), rel=1e-10)
-    # beta = 1 is the scalar fixed point's convention for half_mse
-    ours = evidence_groups_fixed_point(ggn, 1e-2, alpha_range=(1e-6, 1e2), noise_precision=1.0)
+    # beta maximized out at each alpha, as the scalar fixed point does for half_mse
+    ours = evidence_groups_fixed_point(ggn, 1e-2, alpha_range=(1e-6, 1e2))
     ref, _ = evidence_fixed_point(spec, 1e-2, low=1e-6, high=1e2)
     assert next(iter(ours.alpha.values())) == pytest.approx(ref, rel=1e-7)
 

@@ -73,8 +73,8 @@ def per_group_alpha(trainer: Any, budget: Any, *, low: float, high: float) -> di
     with _evaluating(trainer.model):
         ggn = grouped_ggn(trainer.model, trainer.loss_fn, (trainer.X, trainer.y))
     budget.add_products(n_decayed)
-    # β = 1 for half_mse too, as evidence_fixed_point takes it: tied groups give the scalar α.
-    beta = None if ggn.likelihood == "classification" else 1.0
+    # β maximized out for half_mse, as evidence_fixed_point does: tied groups give the scalar α.
+    beta = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as a note instead
         res = evidence_groups_fixed_point(
@@ -98,19 +98,29 @@ def evidence_fixed_point(
     max_iter: int = 200,
     tol: float = 1e-8,
 ) -> tuple[float, bool]:
-    """MacKay's fixed point ``α = γ(α) / (N ‖w_d‖²)`` on a fixed spectrum, clipped to
+    """MacKay's fixed point ``α = γ(α) / (β N ‖w_d‖²)`` on a fixed spectrum, clipped to
     ``[low, high]``; returns ``(α, converged)``.
 
-    It is the stationarity condition ``d log Z/dα = 0`` of the classification evidence
-    ``−N J − (Nα/2)‖w‖² − ½ Σ log(1 + λ_i/α)`` at fixed weights.
+    It is the stationarity condition ``d log Z/dα = 0`` of
+    :func:`~decaylab.bayes.log_evidence_from_spectrum` at fixed weights: for a classifier
+    (``β = 1``) ``−N J − (Nα/2)‖w‖² − ½ Σ log(1 + λ_i/α)``; for ½ squared error the noise
+    precision is maximized out at each α, ``β(α) = n_out / (2J + α‖w‖²)``, as the evidence
+    curve the method records does (``d/dβ`` vanishes there, so ``d/dα`` is the same form).
     """
     denom = spec.n_samples * spec.sq_norm
     if denom <= 0:
         return high, False
     a = alpha
     for _ in range(max_iter):
-        new = float(np.clip(spec.gamma(np.array([a]))[0] / denom, low, high))
+        new = float(np.clip(spec.gamma(np.array([a]))[0] / (_beta(spec, a) * denom), low, high))
         if abs(math.log(new / a)) < tol:
             return new, True
         a = new
     return a, False
+
+
+def _beta(spec: GGNSpectrum, alpha: float) -> float:
+    """The noise precision maximizing the evidence at ``alpha``: 1 for a classifier."""
+    if spec.likelihood == "classification":
+        return 1.0
+    return spec.n_outputs / (2.0 * spec.mean_loss + alpha * spec.sq_norm)
