@@ -524,6 +524,20 @@ def _selected_names(model: Any, params: Any) -> list[str]:
     return select_params(model, params)[0]
 
 
+def _float64_fit(model: Any, loss: Any, likelihood: str, X: Any, y: Any) -> tuple[Any, ...]:
+    """``(outputs, targets, mean loss, parameters)`` of a float64 copy of ``model``; regression
+    targets of shape ``(N,)`` for ``(N, 1)`` outputs are reshaped, as ``half_mse`` does."""
+    import torch
+
+    with torch.no_grad():
+        m64 = copy.deepcopy(model).double()
+        out = m64(X.double())
+        if likelihood == "regression" and y.shape != out.shape and y.numel() == out.numel():
+            y = y.reshape(out.shape)
+        mean_loss = float(loss(out, y.double() if y.is_floating_point() else y))
+        return out, y, mean_loss, dict(m64.named_parameters())
+
+
 def ggn_spectrum(
     model: Any,
     loss_fn: Any,
@@ -556,14 +570,8 @@ def ggn_spectrum(
     X, y = as_tensor_pair(data, "data")
     names = _selected_names(model, params)
     max_dense = int(check_scalar(max_dense, "max_dense", low=1, integer=True))
-    with torch.no_grad():
-        m64 = copy.deepcopy(model).double()
-        out = m64(X.double())
-        if likelihood == "regression" and y.shape != out.shape and y.numel() == out.numel():
-            y = y.reshape(out.shape)  # as half_mse does: (N,) targets for (N, 1) outputs
-        mean_loss = float(loss(out, y.double() if y.is_floating_point() else y))
-        tensors = dict(m64.named_parameters())
-        sq_norm = float(sum(tensors[n].pow(2).sum() for n in names))
+    out, y, mean_loss, tensors = _float64_fit(model, loss, likelihood, X, y)
+    sq_norm = float(sum(tensors[n].pow(2).sum() for n in names))
     n_outputs = int(out[0].numel())
     P = int(sum(tensors[n].numel() for n in names))
     remainder = 0.0

@@ -30,7 +30,6 @@ MacKay's fixed point per group; ``Σ_g γ_g`` reduces to ``γ(α) = Σ_i λ_i/(�
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import warnings
@@ -155,10 +154,9 @@ def grouped_ggn(
     Raises ``ValueError`` above ``max_params`` decayed parameters (a dense ``P×P`` matrix and
     one Cholesky factorization per fixed-point iteration).
     """
-    import torch
 
     from decaylab._inputs import as_tensor_pair
-    from decaylab.bayes import _likelihood_of, _selected_names
+    from decaylab.bayes import _float64_fit, _likelihood_of, _selected_names
     from decaylab.curvature import dense_ggn, resolve_loss
 
     likelihood, loss = _likelihood_of(resolve_loss(loss_fn))
@@ -173,14 +171,8 @@ def grouped_ggn(
             f"above the limit of {max_params}; it is meant for small models"
         )
     group_names, group_of = _group_indices(names, sizes, groups)
-    with torch.no_grad():
-        m64 = copy.deepcopy(model).double()
-        out = m64(X.double())
-        if likelihood == "regression" and y.shape != out.shape and y.numel() == out.numel():
-            y = y.reshape(out.shape)  # as half_mse does: (N,) targets for (N, 1) outputs
-        mean_loss = float(loss(out, y.double() if y.is_floating_point() else y))
-        sq = dict(m64.named_parameters())
-        per_tensor = np.array([float(sq[n].pow(2).sum()) for n in names])
+    out, y, mean_loss, sq = _float64_fit(model, loss, likelihood, X, y)
+    per_tensor = np.array([float(sq[n].pow(2).sum()) for n in names])
     G = dense_ggn(model, loss, (X, y), params=names, max_params=sum(sizes)).cpu().numpy()
     lam, Q = np.linalg.eigh(G)
     G = (Q * np.clip(lam, 0.0, None)) @ Q.T
