@@ -71,3 +71,18 @@ def test_path_flags_a_choice_its_full_training_does_not_confirm(name, proto, fla
     assert full == pytest.approx(adv.val_loss, rel=1e-4)  # the advice's own final training
     assert (full > 1.02 * seen) == flagged
     assert any("full training at the chosen α" in w for w in adv.warnings) == flagged
+
+
+def test_warnings_point_at_the_callers_line_both_ways_of_calling():
+    """``decaylab.advise(...)`` (the callable package) adds a frame that
+    ``from decaylab.advise import advise`` does not; both must report this file."""
+    import decaylab
+    from _advise_task import tiny
+
+    proto = Protocol(optimizer="adam", lr=0.05, steps=20)
+    for call in (decaylab.advise, advise):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            adv = call(tiny(), method="grid", protocol=proto, n_grid=3, trust_checks=False)
+        assert adv.warnings  # 20 steps do not converge: at least that is said
+        assert {w.filename for w in caught if str(w.message) in adv.warnings} == {__file__}

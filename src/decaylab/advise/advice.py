@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,12 +129,35 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- trust checks
 
 
-def emit(messages: list[str | None], category: type[Warning] = TheoryWarning) -> list[str]:
-    """Warn each non-empty message and return them as a list."""
+def emit(messages: list[str | None], category: type[Warning] | None = None) -> list[str]:
+    """Warn each non-empty message and return them as a list.
+
+    The category is ``category`` or, by default, ``ConvergenceWarning`` for a method or
+    training that did not settle or converge and ``TheoryWarning`` otherwise. Each warning
+    points at the first caller outside ``decaylab.advise`` (the user's line), however many
+    of the package's frames lie between (``decaylab.advise(...)`` adds one).
+    """
     out = [m for m in messages if m]
+    level = _first_outside_frame()
     for m in out:
-        warnings.warn(m, category, stacklevel=3)
+        chosen = category or (
+            ConvergenceWarning if "settled" in m or "converged" in m else TheoryWarning
+        )
+        warnings.warn(m, chosen, stacklevel=level)
     return out
+
+
+def _first_outside_frame() -> int:
+    """``stacklevel`` (for ``warnings.warn`` in the caller) of the first frame outside this
+    package."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "decaylab.advise"
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def edge_warning(alpha: float, low: float, high: float, *, decades: float = 0.25) -> str | None:

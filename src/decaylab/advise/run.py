@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from decaylab._checks import ConvergenceWarning, TheoryWarning, check_bool, check_scalar
+from decaylab._checks import ConvergenceWarning, check_bool, check_scalar
 from decaylab.advise import advice as trust
 from decaylab.advise._spectrum import spectrum_of
 from decaylab.advise._train import Budget, Protocol, Trainer, check_task
@@ -186,10 +186,7 @@ def _advise(
         gamma = gamma if gamma is not None else gamma_here
         messages.append(trust.curvature_warning(lam_min, lam_max))
     messages.append(trust.gamma_warning(gamma, n_params))
-    texts = [m for m in messages if m]
-    for m in texts:
-        category = ConvergenceWarning if "settled" in m or "converged" in m else TheoryWarning
-        warnings.warn(m, category, stacklevel=3)  # past _advise and advise: the caller
+    texts = trust.emit(messages)
     advice = Advice(
         alpha=alpha,
         method=method,
