@@ -606,8 +606,8 @@ def _load_more_curated() -> None:
             _m(
                 "training",
                 ev,
-                "        w = weight(loss_fn, yb)",
-                "        w = len(yb)",
+                "[weight(loss_fn, y[start : start + chunk]) for start",
+                "[float(len(y[start : start + chunk])) for start",
                 "recorded loss weights chunks by the loss's normalizer, not the sample count",
             ),
             _m(
@@ -746,8 +746,8 @@ def _load_more_curated() -> None:
             _m(
                 "curvature",
                 ba,
-                "                acc.add_(term.matmat(V), alpha=self._batch_weights[index])",
-                "                acc.add_(term.matmat(V))",
+                "                acc.add_(cached.matmat(V), alpha=self._batch_weights[index])",
+                "                acc.add_(cached.matmat(V))",
                 "batches weighted by their weight, e.g. size (cached path)",
             ),
         ]
@@ -1006,10 +1006,11 @@ def main(argv: list[str] | None = None) -> int:
             {**asdict(o.mutant), "status": o.status, "seconds": o.seconds, "detail": o.detail}
             for o in outcomes
         ]
-        # With --only, earlier results of the other mutants of this module are kept.
+        # With --only, earlier results of the other mutants of this module are kept; a curated
+        # mutant is one behaviour (its `why`), so a rerun with updated text replaces the old one.
         keep = [] if not args.only else previous.get(module, {}).get("mutants", [])
-        keys = {(m["file"], m["old"], m["new"]) for m in fresh}
-        merged = [m for m in keep if (m["file"], m["old"], m["new"]) not in keys] + fresh
+        keys = {_result_key(m) for m in fresh}
+        merged = [m for m in keep if _result_key(m) not in keys] + fresh
         results["modules"][module] = {
             "baseline": baseline,
             "summary": _rate_dicts(merged),
@@ -1018,6 +1019,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{module}: {results['modules'][module]['summary']}", flush=True)
         write_report(results, args.out)
     return 0
+
+
+def _result_key(mutant: dict) -> tuple:
+    if mutant["kind"] == "curated":
+        return ("curated", mutant["why"])
+    return (mutant["file"], mutant["old"], mutant["new"])
 
 
 if __name__ == "__main__":
