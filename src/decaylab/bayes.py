@@ -535,7 +535,7 @@ def _float64_fit(model: Any, loss: Any, likelihood: str, X: Any, y: Any) -> tupl
         if likelihood == "regression" and y.shape != out.shape and y.numel() == out.numel():
             y = y.reshape(out.shape)
         mean_loss = float(loss(out, y.double() if y.is_floating_point() else y))
-        return out, y, mean_loss, dict(m64.named_parameters())
+        return out, y, mean_loss, {n: p.detach() for n, p in m64.named_parameters()}
 
 
 def ggn_spectrum(
