@@ -112,6 +112,8 @@ class GroupedGGN:
     def noise_precision(self, alpha: np.ndarray, given: float | None) -> float:
         """``β``: 1 for classification; regression: ``given`` or the maximizer at ``alpha``."""
         if self.likelihood == "classification":
+            if given is not None:
+                raise ValueError("noise_precision applies to regression (half_mse) only")
             return 1.0
         if given is not None:
             return float(given)
@@ -200,11 +202,14 @@ def log_evidence_groups(ggn: GroupedGGN, alpha: Any, noise_precision: float | No
     a = np.asarray(alpha, dtype=np.float64).reshape(-1)
     if a.size != len(ggn.names) or np.any(a <= 0):
         raise ValueError(f"alpha needs {len(ggn.names)} values > 0, got {alpha!r}")
-    if ggn.likelihood == "classification" and noise_precision is not None:
-        raise ValueError("noise_precision applies to regression (half_mse) only")
     beta = ggn.noise_precision(a, noise_precision)
-    N = ggn.n_samples
     logdet, _ = ggn.logdet_and_block_traces(a)
+    return _log_evidence(ggn, a, beta, logdet)
+
+
+def _log_evidence(ggn: GroupedGGN, a: np.ndarray, beta: float, logdet: float) -> float:
+    """``log Z`` given ``β`` and ``log det(G + A)`` at ``a``."""
+    N = ggn.n_samples
     out = (
         -beta * N * (ggn.mean_loss + 0.5 * float(np.dot(a, ggn.sq_norms)))
         - 0.5 * logdet
@@ -261,8 +266,7 @@ def evidence_groups_fixed_point(
     clipped to ``alpha_range`` when given; ``ConvergenceWarning`` if ``max_iter`` is reached or
     a group has ``s_g = 0`` (its evidence increases without bound in ``α_g``: it is set to the
     range's top, or the fixed point is refused without a range)."""
-    if ggn.likelihood == "classification" and noise_precision is not None:
-        raise ValueError("noise_precision applies to regression (half_mse) only")
+    ggn.noise_precision(np.zeros(len(ggn.names)), noise_precision)  # refused for classifiers
     K = len(ggn.names)
     a = np.broadcast_to(np.asarray(alpha0, dtype=np.float64), (K,)).copy()
     low, high = alpha_range if alpha_range is not None else (0.0, math.inf)
@@ -293,13 +297,15 @@ def evidence_groups_fixed_point(
             ConvergenceWarning,
             stacklevel=2,
         )
-    _, traces = ggn.logdet_and_block_traces(a)
+    # One factorization at the final α gives both γ and the log evidence.
+    logdet, traces = ggn.logdet_and_block_traces(a)
     gamma = ggn.sizes - a * traces
+    beta = ggn.noise_precision(a, noise_precision)
     return GroupEvidence(
         alpha=dict(zip(ggn.names, a.tolist(), strict=True)),
         gamma=dict(zip(ggn.names, gamma.tolist(), strict=True)),
-        log_evidence=log_evidence_groups(ggn, a, noise_precision),
-        noise_precision=ggn.noise_precision(a, noise_precision),
+        log_evidence=_log_evidence(ggn, a, beta, logdet),
+        noise_precision=beta,
         n_iter=n_iter,
         converged=converged,
     )

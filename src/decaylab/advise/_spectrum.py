@@ -73,13 +73,11 @@ def per_group_alpha(trainer: Any, budget: Any, *, low: float, high: float) -> di
     with _evaluating(trainer.model):
         ggn = grouped_ggn(trainer.model, trainer.loss_fn, (trainer.X, trainer.y))
     budget.add_products(n_decayed)
-    # β maximized out for half_mse, as evidence_fixed_point does: tied groups give the scalar α.
-    beta = None
+    # β maximized out for half_mse (the default), as evidence_fixed_point does: tied groups
+    # give the scalar α.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as a note instead
-        res = evidence_groups_fixed_point(
-            ggn, trainer.alpha, alpha_range=(low, high), noise_precision=beta, tol=1e-6
-        )
+        res = evidence_groups_fixed_point(ggn, trainer.alpha, alpha_range=(low, high), tol=1e-6)
     return {
         "alpha_per_group": res.alpha,
         "per_group_converged": res.converged,
