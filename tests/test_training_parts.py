@@ -313,3 +313,10 @@ def test_l2_penalty_in_loss_equals_coupled_weight_decay_through_the_parts():
     fit(b, half_mse, (X, y), steps=20, weight_decay=0.2, progress=False)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(5, 2), (7, 7), (9, None), (10, 3), (4, 9)])
+def test_batches_size_is_the_length_of_the_batch_drawn(n, batch_size):
+    X, y = torch.arange(float(n))[:, None], torch.arange(float(n))
+    batches = Batches(X, y, batch_size, seed=0)
+    assert [batches.size(s) for s in range(11)] == [len(batches.batch(s)[0]) for s in range(11)]

@@ -8,7 +8,6 @@ next step).
 
 from __future__ import annotations
 
-import math
 import types
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from decaylab.advise._train import Budget, Protocol, fresh_model, task_tensors
 from decaylab.regularize import param_groups
 from decaylab.training import Callback, TrainState, fit
+from decaylab.training.batches import Batches
 
 __all__ = ["run_online"]
 
@@ -92,19 +92,15 @@ def run_online(
         eval_every=protocol.steps,
         callbacks=[callback],
     )
-    _count_steps(budget, protocol, len(X))
+    _count_steps(budget, protocol, X, y)
     view.steps_done = protocol.steps
     view.update_steps = callback.steps
     return view
 
 
-def _count_steps(budget: Budget, protocol: Protocol, n: int) -> None:
-    """``protocol.steps`` of fit's batches, as the Trainer counts them step by step."""
-    bs = protocol.batch_size
-    if bs is None or bs >= n:
-        budget.add_steps(protocol.steps)
-        return
-    per_epoch = math.ceil(n / bs)
+def _count_steps(budget: Budget, protocol: Protocol, X: Any, y: Any) -> None:
+    """``protocol.steps`` of fit's batches, each by its share of the data, as the Trainer
+    counts them."""
+    batches = Batches(X, y, protocol.batch_size, protocol.seed)
     for step in range(protocol.steps):
-        size = min(bs, n - (step % per_epoch) * bs)  # an epoch's last batch may be smaller
-        budget.add_steps(1, size / n)
+        budget.add_steps(1, batches.size(step) / batches.n)

@@ -48,6 +48,13 @@ class Batches:
         idx = self.perm[position * size : (position + 1) * size].to(self.X.device)
         return self.X[idx], self.y[idx]
 
+    def size(self, step: int) -> int:
+        """How many samples :meth:`batch` gives at ``step`` (an epoch's last slice may be
+        smaller), without drawing the permutation."""
+        if self.full:
+            return self.n
+        return min(self.batch_size, self.n - (step % self.per_epoch) * self.batch_size)
+
     def state_dict(self) -> dict[str, Any]:
         """The permutation in use and the generator state."""
         return {"perm": self.perm, "generator": self.generator.get_state()}
