@@ -87,7 +87,7 @@ def mean_loss(
         weights = chunk_weights(loss_fn, y, chunk, weight)
     total = 0.0
     total_weight: float = 0
-    for start, w in zip(range(0, n, chunk), weights, strict=False):
+    for start, w in zip(range(0, n, chunk), weights, strict=True):
         if w == 0:
             continue
         xb, yb = X[start : start + chunk], y[start : start + chunk]
